@@ -1,0 +1,33 @@
+"""The ``privfreq`` command: one subcommand per pipeline module, each exposing ``run(argv)``.
+
+``privfreq SUBCOMMAND [flags] [beam runner flags]``; ``privfreq SUBCOMMAND --help`` for the flags.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+# subcommand -> (module with run(argv), one-line description)
+SUBCOMMANDS = {
+}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
+        width = max(map(len, SUBCOMMANDS), default=0)
+        lines = [f"  {name:<{width}}  {desc}" for name, (_, desc) in SUBCOMMANDS.items()]
+        print("usage: privfreq SUBCOMMAND [flags]\n\nsubcommands:\n" + "\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nprivfreq: unknown subcommand {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0 if argv else 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+    module.run(argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

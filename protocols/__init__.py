@@ -1,0 +1,19 @@
+"""Beam-free protocol core: numpy/scipy only, importable on a client device.
+
+Importing this package registers every protocol in the registry of ``protocols.base``.
+"""
+from protocols import grr, mss, subset_selection  # noqa: F401  (registration side effects)
+from protocols.base import (Counts, Estimate, FrequencyProtocol, Reason, ReportBatch,
+                            get_protocol_class, protocol_ids)
+from protocols.config import CollectionConfig
+
+__all__ = [
+    "CollectionConfig",
+    "Counts",
+    "Estimate",
+    "FrequencyProtocol",
+    "Reason",
+    "ReportBatch",
+    "get_protocol_class",
+    "protocol_ids",
+]

@@ -1,0 +1,295 @@
+"""The contract every frequency protocol implements, and the protocol registry.
+
+A protocol is a frozen dataclass of its parameters (validated in ``__post_init__``, every derived
+constant computed once) that also carries the protocol's behaviour:
+
+* client:  ``randomize(items, rng) -> ReportBatch``                 (vectorized, injected RNG)
+* wire:    ``encode_payloads(block, values) -> uint8[n, L]`` and
+           ``decode_payloads(block, uint8[n, L]) -> (values, reason)``  (per block, vectorized)
+* server:  ``create_accumulator() -> Counts``; ``add_reports(acc, batch)``; ``merge(accs)``;
+           ``estimate(acc) -> Estimate``
+* theory:  ``variance(n, f=None)`` per-item variance of the raw estimate.
+
+Reports in memory are a ``ReportBatch``: an int64 block index per report (0 for protocols with one
+block), an int64 public seed per report (0 where unused) and a 2-D ``values`` array whose meaning
+each protocol documents (GRR: the value; SS: the sorted subset; MSS: the subset padded with -1; ...).
+On the wire each report's payload is a fixed number of bytes per (protocol, block).
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable
+
+import numpy as np
+
+__all__ = [
+    "Counts",
+    "Estimate",
+    "FrequencyProtocol",
+    "Reason",
+    "ReportBatch",
+    "check_epsilon",
+    "check_int",
+    "get_protocol_class",
+    "protocol_ids",
+    "register_protocol",
+]
+
+
+class Reason(enum.IntEnum):
+    """Why a report was rejected. Stable codes: add new members, never renumber."""
+
+    OK = 0
+    MALFORMED_RECORD = 1       # not a report record (missing/ill-typed fields, garbage bytes)
+    FINGERPRINT_MISMATCH = 2   # report made under another collection config
+    PROTOCOL_MISMATCH = 3      # protocol id differs from the config's
+    BLOCK_OUT_OF_RANGE = 4     # block index j outside [0, n_blocks)
+    BAD_LENGTH = 5             # payload length differs from the block's fixed width
+    VALUE_OUT_OF_RANGE = 6     # an index/value outside its domain
+    DUPLICATE_VALUE = 7        # a subset with a repeated element
+    BAD_SEED = 8               # public-randomness field outside its range
+    BAD_PADDING = 9            # nonzero padding bits / bytes
+    UNREADABLE_FILE = 10       # the rest of an input file could not be decoded (e.g. truncated)
+
+
+@dataclass
+class ReportBatch:
+    """A batch of ``n`` randomized reports in protocol-native numpy form."""
+
+    block: np.ndarray   # int64[n]
+    seed: np.ndarray    # int64[n]
+    values: np.ndarray  # [n, w], protocol-specific dtype and meaning
+
+    def __post_init__(self):
+        n = len(self.values)
+        if len(self.block) != n or len(self.seed) != n:
+            raise ValueError(
+                f"ReportBatch: block ({len(self.block)}), seed ({len(self.seed)}) and values "
+                f"({n}) must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def take(self, index) -> "ReportBatch":
+        """Rows selected by a boolean mask or integer index array."""
+        return ReportBatch(self.block[index], self.seed[index], self.values[index])
+
+
+@dataclass
+class Counts:
+    """Integer sufficient statistics: a fixed-shape count tensor plus reports per block.
+
+    Merging is exact addition, so any sharding merged in any order gives identical counts.
+    """
+
+    counts: np.ndarray    # int64, protocol-defined fixed shape
+    n_block: np.ndarray   # int64[n_blocks], reports received per block
+
+    @property
+    def n(self) -> int:
+        return int(self.n_block.sum())
+
+    def merge_in(self, other: "Counts") -> "Counts":
+        """Add ``other`` into ``self`` (mutates only ``self``) and return ``self``."""
+        if other.counts.shape != self.counts.shape or other.n_block.shape != self.n_block.shape:
+            raise ValueError(
+                f"Counts: cannot merge shape {other.counts.shape}/{other.n_block.shape} into "
+                f"{self.counts.shape}/{self.n_block.shape} (different configs?)")
+        self.counts += other.counts
+        self.n_block += other.n_block
+        return self
+
+    def copy(self) -> "Counts":
+        return Counts(self.counts.copy(), self.n_block.copy())
+
+
+@dataclass
+class Estimate:
+    """Raw (unbiased unless ridge > 0) frequency estimate with per-item standard errors."""
+
+    frequencies: np.ndarray          # float64[k]
+    stderr: np.ndarray               # float64[k]
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, type["FrequencyProtocol"]] = {}
+
+
+def register_protocol(protocol_id: str):
+    """Class decorator: register a protocol under a stable id (ids are never redefined)."""
+
+    def deco(cls):
+        if protocol_id in _REGISTRY:
+            raise ValueError(f"protocol id {protocol_id!r} is already registered")
+        cls.protocol_id = protocol_id
+        _REGISTRY[protocol_id] = cls
+        return cls
+
+    return deco
+
+
+def protocol_ids() -> list[str]:
+    """The registered protocol ids, sorted."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get_protocol_class(protocol_id: str) -> type["FrequencyProtocol"]:
+    """The protocol class registered under ``protocol_id``; ``ValueError`` lists the valid ids."""
+    _load_all()
+    try:
+        return _REGISTRY[protocol_id]
+    except KeyError:
+        raise ValueError(
+            f"protocol: unknown id {protocol_id!r}; valid ids are {sorted(_REGISTRY)}") from None
+
+
+def _load_all() -> None:
+    import protocols  # noqa: F401  (importing the package registers every protocol module)
+
+
+def check_epsilon(owner: str, epsilon) -> float:
+    """Validate a privacy budget: a finite float > 0."""
+    try:
+        eps = float(epsilon)
+    except (TypeError, ValueError):
+        raise ValueError(f"{owner}: epsilon must be a number > 0, got {epsilon!r}") from None
+    if not np.isfinite(eps) or eps <= 0:
+        raise ValueError(f"{owner}: epsilon must be a finite number > 0, got {epsilon!r}")
+    return eps
+
+
+def check_int(owner: str, name: str, value, lo: int, hi: int | None = None) -> int:
+    """Validate an integer field in ``[lo, hi]`` (``hi=None``: unbounded)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{owner}: {name} must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{owner}: {name} must be {rng}, got {value}")
+    return int(value)
+
+
+class FrequencyProtocol(ABC):
+    """Base of every protocol. Subclasses are frozen dataclasses registered by id.
+
+    Subclass fields are the user parameters (serialised in the collection config); derived constants
+    are ``field(init=False)`` set in ``__post_init__`` with ``object.__setattr__``.
+    """
+
+    protocol_id: ClassVar[str]
+    k: int
+    epsilon: float
+
+    # ----- shape of the protocol -------------------------------------------------------------
+    @property
+    def n_blocks(self) -> int:
+        """Number of distinct block indices a report may carry (MSS: ℓ; RAPPOR: cohorts)."""
+        return 1
+
+    @property
+    def uses_seed(self) -> bool:
+        """Whether reports carry per-report public randomness in ``seed``."""
+        return False
+
+    def seed_bound(self) -> int:
+        """Valid seeds are ``0 <= seed < seed_bound()`` (1 when unused)."""
+        return 1
+
+    # ----- client ------------------------------------------------------------------------------
+    @abstractmethod
+    def randomize(self, items: np.ndarray, rng: np.random.Generator) -> ReportBatch:
+        """Randomize a batch of items in ``[0, k)`` into reports."""
+
+    def check_items(self, items) -> np.ndarray:
+        """Items as int64; ``ValueError`` if any lies outside ``[0, k)`` (the client's choice:
+        an out-of-domain item is a caller bug, never silently mapped)."""
+        items = np.asarray(items)
+        if items.ndim != 1 or not np.issubdtype(items.dtype, np.integer):
+            raise ValueError(f"{type(self).__name__}: items must be a 1-D integer array, "
+                             f"got dtype {items.dtype} and shape {items.shape}")
+        if items.size and (items.min() < 0 or items.max() >= self.k):
+            bad = items[(items < 0) | (items >= self.k)][0]
+            raise ValueError(f"{type(self).__name__}: items must be in [0, {self.k}), got {bad}")
+        return items.astype(np.int64, copy=False)
+
+    # ----- wire --------------------------------------------------------------------------------
+    @abstractmethod
+    def payload_width(self, block: int) -> int:
+        """Bytes of one report's payload in ``block``."""
+
+    @abstractmethod
+    def encode_payloads(self, block: int, values: np.ndarray) -> np.ndarray:
+        """Reports of one block, native ``values`` → ``uint8[n, payload_width(block)]``."""
+
+    @abstractmethod
+    def decode_payloads(self, block: int, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``uint8[n, payload_width(block)]`` → (native values, ``Reason`` code per row).
+
+        Rows whose reason is not ``Reason.OK`` are rejected; their values are arbitrary."""
+
+    def information_bits(self) -> float:
+        """Information-theoretic message size in bits (expected over blocks)."""
+        raise NotImplementedError
+
+    # ----- server ------------------------------------------------------------------------------
+    @abstractmethod
+    def count_shape(self) -> tuple[int, ...]:
+        """Shape of the integer count tensor."""
+
+    def create_accumulator(self) -> Counts:
+        return Counts(np.zeros(self.count_shape(), dtype=np.int64),
+                      np.zeros(self.n_blocks, dtype=np.int64))
+
+    @abstractmethod
+    def add_reports(self, acc: Counts, batch: ReportBatch) -> Counts:
+        """Add a batch of valid reports into ``acc`` (vectorized) and return it."""
+
+    def merge(self, accs: Iterable[Counts]) -> Counts:
+        """Merge accumulators; mutates only the first one."""
+        it = iter(accs)
+        try:
+            acc = next(it)
+        except StopIteration:
+            return self.create_accumulator()
+        for other in it:
+            acc.merge_in(other)
+        return acc
+
+    @abstractmethod
+    def estimate(self, acc: Counts) -> Estimate:
+        """Raw frequency estimate from merged counts."""
+
+    @abstractmethod
+    def variance(self, n: int, f: np.ndarray | None = None) -> np.ndarray:
+        """Per-item variance of the raw estimate with ``n`` reports (``f=None``: at f_x = 0)."""
+
+    def predicted_mse(self, n: int, f: np.ndarray | None = None) -> float:
+        """Mean over items of ``variance(n, f)``."""
+        return float(np.mean(self.variance(n, f)))
+
+    # ----- exact distribution, for the privacy checks of SPEC §6.1 ------------------------------
+    def output_distribution(self, item: int) -> dict[Any, float]:
+        """Exact ``P(output | item)`` over all outputs (small domains only)."""
+        raise NotImplementedError
+
+    # ----- config -------------------------------------------------------------------------------
+    def to_params(self) -> dict[str, Any]:
+        """The user parameters (init fields) as JSON-able values."""
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if f.init:
+                v = getattr(self, f.name)
+                out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "FrequencyProtocol":
+        names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        unknown = set(params) - names
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown parameter(s) {sorted(unknown)}; "
+                             f"valid are {sorted(names)}")
+        return cls(**params)

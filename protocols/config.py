@@ -1,0 +1,92 @@
+"""Collection config: protocol id + params + schema version, with a stable fingerprint.
+
+Every report carries the fingerprint of the config it was made under; the server rejects reports of
+any other fingerprint. The fingerprint is the first 16 hex digits of SHA-256 over the canonical JSON
+(sorted keys, no whitespace, floats in ``repr`` form) of ``{protocol, params, schema_version}``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from protocols.base import FrequencyProtocol, get_protocol_class
+
+__all__ = ["SCHEMA_VERSION", "CollectionConfig"]
+
+SCHEMA_VERSION = 1  # version of schemas/report.avsc this code writes and reads
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    """What a collection is: which protocol, with which parameters, on which report schema."""
+
+    protocol_id: str
+    params: dict[str, Any]
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self):
+        if self.schema_version != SCHEMA_VERSION:
+            raise ValueError(f"CollectionConfig: schema_version must be {SCHEMA_VERSION}, "
+                             f"got {self.schema_version!r}")
+        # Fail fast: building the protocol validates the id and every parameter.
+        self.protocol  # noqa: B018
+
+    @classmethod
+    def of(cls, protocol: FrequencyProtocol) -> "CollectionConfig":
+        return cls(protocol.protocol_id, protocol.to_params())
+
+    @cached_property
+    def protocol(self) -> FrequencyProtocol:
+        return get_protocol_class(self.protocol_id).from_params(dict(self.params))
+
+    def to_dict(self) -> dict[str, Any]:
+        # Round-trip through the protocol so that equal configs serialise identically.
+        return {"protocol": self.protocol_id, "params": self.protocol.to_params(),
+                "schema_version": self.schema_version}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "CollectionConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"CollectionConfig: expected a JSON object, got {type(d).__name__}")
+        missing = {"protocol", "params"} - set(d)
+        if missing:
+            raise ValueError(f"CollectionConfig: missing field(s) {sorted(missing)}")
+        unknown = set(d) - {"protocol", "params", "schema_version", "fingerprint"}
+        if unknown:
+            raise ValueError(f"CollectionConfig: unknown field(s) {sorted(unknown)}")
+        if not isinstance(d["params"], dict):
+            raise ValueError("CollectionConfig: params must be a JSON object")
+        cfg = cls(d["protocol"], dict(d["params"]), d.get("schema_version", SCHEMA_VERSION))
+        if "fingerprint" in d and d["fingerprint"] != cfg.fingerprint:
+            raise ValueError(f"CollectionConfig: stored fingerprint {d['fingerprint']!r} does not "
+                             f"match the content ({cfg.fingerprint})")
+        return cfg
+
+    @classmethod
+    def from_json(cls, text: str) -> "CollectionConfig":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"CollectionConfig: not valid JSON ({e})") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CollectionConfig":
+        return cls.from_json(Path(path).read_text())
+
+    def save(self, path: str | Path) -> None:
+        d = self.to_dict()
+        d["fingerprint"] = self.fingerprint
+        Path(path).write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+
+    @cached_property
+    def fingerprint(self) -> str:
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,79 @@
+"""Generalized randomized response (k-RR), the simplest baseline."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
+                            check_int, register_protocol)
+from protocols.estimators import debias, pure_variance
+from protocols.wire import decode_indices, encode_indices, index_width
+
+__all__ = ["GRR"]
+
+
+@register_protocol("grr")
+@dataclass(frozen=True)
+class GRR(FrequencyProtocol):
+    """k-ary randomized response (Warner 1965; Kairouz, Bonawitz, Ramage 2016).
+
+    Distribution: report ``y = x`` w.p. ``p = e^ε/(e^ε+k−1)``, else a uniform other value, each
+    w.p. ``q = 1/(e^ε+k−1)``. Estimator: ``f̂_x = (C_x/n − q)/(p − q)`` with ``C_x`` the reports
+    equal to ``x``. Variance at ``f_x = 0``: ``(e^ε+k−2)/(n (e^ε−1)²)``.
+    Payload: ``y`` as one little-endian index (``wire.index_width(k)`` bytes).
+    """
+
+    k: int
+    epsilon: float
+    p: float = field(init=False, repr=False)
+    q: float = field(init=False, repr=False)
+
+    def __post_init__(self):
+        check_int("GRR", "k", self.k, 2)
+        object.__setattr__(self, "epsilon", check_epsilon("GRR", self.epsilon))
+        e = math.exp(self.epsilon)
+        object.__setattr__(self, "p", e / (e + self.k - 1))
+        object.__setattr__(self, "q", 1.0 / (e + self.k - 1))
+
+    def randomize(self, items, rng):
+        x = self.check_items(items)
+        n = len(x)
+        keep = rng.random(n) < self.p
+        # A uniform value of [k] \ {x}: draw from [k-1] and skip x.
+        other = rng.integers(0, self.k - 1, n)
+        other += other >= x
+        y = np.where(keep, x, other)
+        return ReportBatch(np.zeros(n, np.int64), np.zeros(n, np.int64), y[:, None])
+
+    def payload_width(self, block):
+        return index_width(self.k)
+
+    def encode_payloads(self, block, values):
+        return encode_indices(values, self.k)
+
+    def decode_payloads(self, block, raw):
+        return decode_indices(raw, self.k, 1, distinct=False)
+
+    def information_bits(self):
+        return math.ceil(math.log2(self.k))
+
+    def count_shape(self):
+        return (self.k,)
+
+    def add_reports(self, acc: Counts, batch: ReportBatch) -> Counts:
+        acc.counts += np.bincount(batch.values[:, 0], minlength=self.k)
+        acc.n_block[0] += len(batch)
+        return acc
+
+    def estimate(self, acc: Counts) -> Estimate:
+        n = acc.n
+        f = debias(acc.counts, n, self.p, self.q)
+        return Estimate(f, np.sqrt(self.variance(n, np.clip(f, 0, 1))), {"n": n})
+
+    def variance(self, n, f=None):
+        return pure_variance(self.k, n, self.p, self.q, f)
+
+    def output_distribution(self, item):
+        return {y: (self.p if y == item else self.q) for y in range(self.k)}

@@ -1,0 +1,185 @@
+"""ModularSubsetSelection (MSS): the flagship protocol (SPEC §2).
+
+Arcolezi, "Private Frequency Estimation via Residue Number Systems", AAAI 2026.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from protocols import mss_decoder
+from protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
+                            check_int, register_protocol)
+from protocols.subset_selection import (SSConstants, decode_subsets, encode_subsets,
+                                        sample_subsets, ss_constants)
+
+__all__ = ["ModularSubsetSelection", "check_moduli"]
+
+
+def check_moduli(k: int, moduli) -> tuple[int, ...]:
+    """Validate MSS moduli for a universe of size ``k``; ``ValueError`` names the broken rule."""
+    try:
+        mod = tuple(moduli)
+    except TypeError:
+        raise ValueError(f"MSS: moduli must be a list of integers, got {moduli!r}") from None
+    if not mod:
+        raise ValueError("MSS: moduli must hold at least one modulus (ell >= 1), got []")
+    for m in mod:
+        check_int("MSS", "each modulus", m, 2, 2**32)
+    mod = tuple(int(m) for m in mod)
+    for a in range(len(mod)):
+        for b in range(a + 1, len(mod)):
+            if math.gcd(mod[a], mod[b]) != 1:
+                raise ValueError(f"MSS: moduli must be pairwise coprime; {mod[a]} and {mod[b]} "
+                                 f"share the factor {math.gcd(mod[a], mod[b])}")
+    if math.prod(mod) < k:
+        raise ValueError(f"MSS: the product of the moduli must be >= k = {k} (CRT injectivity), "
+                         f"got {math.prod(mod)}")
+    if sum(mod) - len(mod) + 1 < k:
+        raise ValueError(f"MSS: moduli must satisfy sum(m) - ell + 1 >= k = {k} for a design matrix "
+                         f"of full column rank, got {sum(mod) - len(mod) + 1}")
+    if not mss_decoder.has_full_column_rank(k, mod):
+        raise ValueError(f"MSS: moduli {list(mod)} give a rank-deficient design matrix for k = {k}")
+    return mod
+
+
+@register_protocol("mss")
+@dataclass(frozen=True)
+class ModularSubsetSelection(FrequencyProtocol):
+    """ModularSubsetSelection (Arcolezi, AAAI 2026).
+
+    Distribution: the client draws a block ``j`` uniformly from ``[ℓ]`` (independent of x), writes
+    ``r = x mod m_j`` and reports ``(j, Z)`` with Z from Subset Selection on ``[m_j]`` at the full ε:
+    ``P(Z | r) ∝ e^{ε·[r∈Z]}``, ``|Z| = ω_j = max(1, rint(m_j/(e^ε+1)))``. ε-LDP, tight.
+
+    Estimator: per block ``ĝ_j = (C_j/n_j − q_j)/(p_j − q_j)`` (unbiased for the residue-class
+    sums ``A_j f``), then ``f̂ = argmin_z Σ_j w_j ||A_j z − ĝ_j||² + λ||z||²`` with
+    ``w_j = n_j (p_j−q_j)²/(q_j(1−q_j))``, solved by LSMR on the row-scaled sparse system.
+
+    Variance (λ = 0): ``Cov(f̂) = (Σ_j w_j A_jᵀA_j)^{-1}``; exact within-block covariance in
+    ``mss_decoder.exact_covariance``.
+
+    Native report values: ``int64[n, max ω_j]`` sorted subset, padded with -1.
+    Payload of block j: the subset as sorted indices or an m_j-bit bitmap, whichever is shorter.
+    """
+
+    k: int
+    epsilon: float
+    moduli: tuple[int, ...]
+    ridge: float = 0.0
+    blocks: tuple[SSConstants, ...] = field(init=False, repr=False)
+    offsets: np.ndarray = field(init=False, repr=False, compare=False)
+    omega_max: int = field(init=False, repr=False)
+
+    def __post_init__(self):
+        check_int("MSS", "k", self.k, 2)
+        object.__setattr__(self, "epsilon", check_epsilon("MSS", self.epsilon))
+        object.__setattr__(self, "moduli", check_moduli(self.k, self.moduli))
+        try:
+            ridge = float(self.ridge)
+        except (TypeError, ValueError):
+            raise ValueError(f"MSS: ridge must be a number >= 0, got {self.ridge!r}") from None
+        if not np.isfinite(ridge) or ridge < 0:
+            raise ValueError(f"MSS: ridge must be a finite number >= 0, got {self.ridge!r}")
+        object.__setattr__(self, "ridge", ridge)
+        blocks = tuple(ss_constants(m, self.epsilon) for m in self.moduli)
+        object.__setattr__(self, "blocks", blocks)
+        object.__setattr__(self, "offsets", np.concatenate([[0], np.cumsum(self.moduli)]))
+        object.__setattr__(self, "omega_max", max(b.omega for b in blocks))
+
+    @property
+    def ell(self) -> int:
+        return len(self.moduli)
+
+    @property
+    def n_blocks(self) -> int:
+        return self.ell
+
+    # ----- client ------------------------------------------------------------------------------
+    def randomize(self, items, rng):
+        x = self.check_items(items)
+        n = len(x)
+        j = rng.integers(0, self.ell, n)
+        values = np.full((n, self.omega_max), -1, dtype=np.int64)
+        for b, c in enumerate(self.blocks):
+            rows = np.nonzero(j == b)[0]
+            values[rows, :c.omega] = sample_subsets(x[rows] % c.m, c, rng)
+        return ReportBatch(j, np.zeros(n, np.int64), values)
+
+    # ----- wire --------------------------------------------------------------------------------
+    def payload_width(self, block):
+        return self.blocks[block].payload_width
+
+    def encode_payloads(self, block, values):
+        return encode_subsets(values, self.blocks[block])
+
+    def decode_payloads(self, block, raw):
+        z, reason = decode_subsets(raw, self.blocks[block])
+        values = np.full((len(z), self.omega_max), -1, dtype=np.int64)
+        values[:, :z.shape[1]] = z
+        return values, reason
+
+    def information_bits(self):
+        """``⌈log2 ℓ⌉ + mean_j ⌈log2 C(m_j, ω_j)⌉`` (j is uniform)."""
+        return math.ceil(math.log2(self.ell)) + float(np.mean([c.information_bits
+                                                                for c in self.blocks]))
+
+    # ----- server ------------------------------------------------------------------------------
+    def count_shape(self):
+        return (int(self.offsets[-1]),)
+
+    def add_reports(self, acc: Counts, batch: ReportBatch) -> Counts:
+        flat = batch.values + self.offsets[batch.block][:, None]
+        acc.counts += np.bincount(flat[batch.values >= 0], minlength=acc.counts.shape[0])
+        acc.n_block += np.bincount(batch.block, minlength=self.ell)
+        return acc
+
+    @cached_property
+    def design(self) -> mss_decoder.Design:
+        return mss_decoder.Design(self.k, self.moduli)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("design", None)  # rebuilt lazily on the worker
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def estimate(self, acc: Counts) -> Estimate:
+        return mss_decoder.decode(self, acc)
+
+    def block_weights(self, n_block) -> np.ndarray:
+        """``w_j = n_j (p_j−q_j)²/(q_j(1−q_j))`` (0 for empty blocks)."""
+        v = np.array([c.variance_n1 for c in self.blocks])
+        return np.asarray(n_block, dtype=np.float64) / v
+
+    def expected_weights(self, n: int) -> np.ndarray:
+        return self.block_weights(np.full(self.ell, n / self.ell))
+
+    def variance(self, n, f=None):
+        """Per-item variance at the expected block sizes ``n_j = n/ℓ``.
+
+        ``f=None``: ``diag((Σ_j w_j A_jᵀA_j)^{-1})`` (exact for k <= DENSE_LIMIT, else a stochastic
+        diagonal estimate). With ``f``: the exact sandwich covariance including within-block
+        correlations (dense; k <= DENSE_LIMIT)."""
+        if f is not None:
+            return np.diag(mss_decoder.exact_covariance(self, n, f)).copy()
+        return mss_decoder.covariance_diagonal(self.design, self.expected_weights(n), self.ridge)
+
+    def predicted_mse(self, n, f=None):
+        if f is None and self.k > mss_decoder.DENSE_LIMIT:
+            return mss_decoder.trace_inverse(self.design, self.expected_weights(n)) / self.k
+        return float(np.mean(self.variance(n, f)))
+
+    def output_distribution(self, item):
+        """Exact ``P((j, Z) | item)``: ``1/ℓ · P_SS(Z | item mod m_j)``."""
+        from protocols.subset_selection import subset_distribution
+        out = {}
+        for b, c in enumerate(self.blocks):
+            for z, pz in subset_distribution(c, item % c.m).items():
+                out[(b, z)] = pz / self.ell
+        return out

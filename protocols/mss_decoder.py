@@ -1,0 +1,276 @@
+"""MSS server-side math: the sparse design matrix, the weighted LSMR decode, and covariances.
+
+``A ∈ {0,1}^{T×k}``, ``T = Σ m_j``: block j, row r, column x is ``1[x mod m_j = r]`` (ℓ ones per
+column, never dense). With block weights ``w_j`` the normal matrix is
+``M = Σ_j w_j A_jᵀA_j``, ``M[x, y] = Σ_j w_j 1[x ≡ y (mod m_j)]``, and for λ = 0
+``Cov(f̂) = M^{-1}`` when each ĝ_j has covariance ``I/w_j``.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+from scipy.sparse.linalg import LinearOperator, cg, lsmr
+
+from protocols.base import Counts, Estimate
+
+__all__ = [
+    "DENSE_LIMIT",
+    "Design",
+    "covariance_diagonal",
+    "decode",
+    "exact_covariance",
+    "has_full_column_rank",
+    "trace_inverse",
+]
+
+# Largest k for which covariances are computed densely: a k×k Cholesky at 4096 takes ~1 s and
+# 128 MiB; beyond it, stochastic estimates with CG solves cost O(k·ℓ) per iteration instead.
+DENSE_LIMIT = 4096
+# Probes of the stochastic (Hutchinson / Bekas) estimators: relative error of the trace is about
+# sqrt(2/PROBES)·(off-diagonal mass of M^{-1}), which is small because M is well conditioned.
+PROBES = 32
+LSMR_TOL = 1e-10  # atol = btol: relative residual tolerances of LSMR
+
+LSMR_STOP_REASONS = {
+    0: "x = 0 is the exact solution",
+    1: "Ax - b small enough (atol/btol)",
+    2: "least-squares solution within atol",
+    3: "condition number exceeded conlim",
+    4: "Ax - b small enough (machine precision)",
+    5: "least-squares solution within machine precision",
+    6: "condition number exceeded machine precision limit",
+    7: "iteration limit reached",
+}
+
+
+class Design:
+    """The MSS design matrix for ``(k, moduli)`` in CSR form plus residue-class sizes."""
+
+    def __init__(self, k: int, moduli: tuple[int, ...]):
+        self.k = k
+        self.moduli = tuple(moduli)
+        self.offsets = np.concatenate([[0], np.cumsum(self.moduli)]).astype(np.int64)
+        x = np.arange(k, dtype=np.int64)
+        # rows[j, x] = offset_j + x mod m_j
+        self.rows = np.stack([o + x % m for o, m in zip(self.offsets, self.moduli)])
+        self.class_sizes = [np.bincount(x % m, minlength=m) for m in self.moduli]
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.offsets[-1])
+
+    def matrix(self, row_scale: np.ndarray | None = None, blocks=None) -> sp.csr_matrix:
+        """``diag(row_scale) A`` restricted to ``blocks`` (default: all), as CSR."""
+        blocks = range(len(self.moduli)) if blocks is None else list(blocks)
+        rows = self.rows[blocks].ravel()
+        cols = np.tile(np.arange(self.k), len(blocks))
+        data = np.ones(len(rows)) if row_scale is None else row_scale[rows]
+        a = sp.csr_matrix((data, (rows, cols)), shape=(self.n_rows, self.k))
+        return a
+
+    def normal_matvec(self, w: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """``M v = Σ_j w_j A_jᵀ(A_j v)``, O(k·ℓ) per vector; ``v`` may be ``[k]`` or ``[k, s]``."""
+        out = np.zeros_like(v, dtype=np.float64)
+        for j, m in enumerate(self.moduli):
+            if w[j] == 0:
+                continue
+            r = self.rows[j] - self.offsets[j]
+            if v.ndim == 1:
+                s = np.bincount(r, weights=v, minlength=m)
+            else:
+                s = np.zeros((m, v.shape[1]))
+                np.add.at(s, r, v)
+            out += w[j] * s[r]
+        return out
+
+    def normal_dense(self, w: np.ndarray) -> np.ndarray:
+        """Dense ``M = Σ_j w_j A_jᵀA_j`` (k <= DENSE_LIMIT)."""
+        x = np.arange(self.k)
+        out = np.zeros((self.k, self.k))
+        for j, m in enumerate(self.moduli):
+            out += w[j] * (x[:, None] % m == x[None, :] % m)
+        return out
+
+    def normal_diagonal(self, w: np.ndarray) -> np.ndarray:
+        """``diag(M)[x] = Σ_j w_j |class of x mod m_j|``."""
+        x = np.arange(self.k)
+        return sum(w[j] * self.class_sizes[j][x % m] for j, m in enumerate(self.moduli))
+
+
+@functools.lru_cache(maxsize=64)
+def has_full_column_rank(k: int, moduli: tuple[int, ...]) -> bool:
+    """Whether A has full column rank k.
+
+    Sufficient: two moduli with ``m_a + m_b − 1 >= k`` (their bipartite residue graph on k
+    consecutive integers is a forest, so those two blocks alone are independent). Otherwise the
+    smallest eigenvalue of ``AᵀA`` is checked numerically (dense up to DENSE_LIMIT, else Lanczos).
+    """
+    mod = sorted(moduli)
+    if len(mod) >= 2 and mod[-1] + mod[-2] - 1 >= k:
+        return True
+    if len(mod) == 1:
+        return mod[0] >= k
+    d = Design(k, tuple(moduli))
+    w = np.ones(len(moduli))
+    if k <= DENSE_LIMIT:
+        lam_min = scipy.linalg.eigvalsh(d.normal_dense(w), subset_by_index=[0, 0])[0]
+    else:
+        lam_min = _extreme_eigenvalue(d, w, "SA")
+    return bool(lam_min > 1e-8)
+
+
+def _normal_operator(d: Design, w: np.ndarray, ridge: float = 0.0) -> LinearOperator:
+    return LinearOperator((d.k, d.k), matvec=lambda v: d.normal_matvec(w, v) + ridge * v,
+                          matmat=lambda v: d.normal_matvec(w, v) + ridge * v, dtype=np.float64)
+
+
+def _extreme_eigenvalue(d: Design, w: np.ndarray, which: str) -> float:
+    from scipy.sparse.linalg import eigsh
+    v0 = np.random.default_rng(0).standard_normal(d.k)
+    return float(eigsh(_normal_operator(d, w), k=1, which=which, v0=v0, tol=1e-6,
+                       return_eigenvectors=False)[0])
+
+
+def condition_number(d: Design, w: np.ndarray) -> float:
+    """``cond(W^{1/2} A) = sqrt(λmax/λmin)`` of the weighted normal matrix."""
+    if d.k <= DENSE_LIMIT:
+        ev = scipy.linalg.eigvalsh(d.normal_dense(w))
+        lo, hi = ev[0], ev[-1]
+    else:
+        lo, hi = _extreme_eigenvalue(d, w, "SA"), _extreme_eigenvalue(d, w, "LA")
+    return math.sqrt(hi / lo) if lo > 0 else math.inf
+
+
+def _solve_many(d: Design, w: np.ndarray, ridge: float, rhs: np.ndarray) -> np.ndarray:
+    """Solve ``(M + λI) X = rhs`` column by column with Jacobi-preconditioned CG."""
+    op = _normal_operator(d, w, ridge)
+    dinv = 1.0 / (d.normal_diagonal(w) + ridge)
+    pre = LinearOperator((d.k, d.k), matvec=lambda v: dinv * v, dtype=np.float64)
+    out = np.empty_like(rhs, dtype=np.float64)
+    for i in range(rhs.shape[1]):
+        sol, info = cg(op, rhs[:, i], rtol=1e-8, maxiter=10 * d.k, M=pre)
+        if info != 0:
+            raise RuntimeError(f"CG did not converge (info={info}); is A rank-deficient?")
+        out[:, i] = sol
+    return out
+
+
+def _probes(k: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).choice([-1.0, 1.0], size=(k, PROBES))
+
+
+def covariance_diagonal(d: Design, w: np.ndarray, ridge: float = 0.0) -> np.ndarray:
+    """``diag(Cov f̂)`` with ``Cov = S^{-1} M S^{-1}``, ``S = M + λI`` (= ``M^{-1}`` at λ = 0).
+
+    Exact (dense) for k <= DENSE_LIMIT; otherwise the Bekas et al. estimator
+    ``diag ≈ mean_i z_i ⊙ Cov z_i`` over Rademacher probes, with CG solves.
+    """
+    if d.k <= DENSE_LIMIT:
+        m = d.normal_dense(w)
+        s_inv = scipy.linalg.inv(m + ridge * np.eye(d.k), assume_a="pos")
+        cov = s_inv if ridge == 0 else s_inv @ m @ s_inv
+        return np.diag(cov).copy()
+    z = _probes(d.k)
+    y = _solve_many(d, w, ridge, z)
+    if ridge > 0:
+        y = _solve_many(d, w, ridge, d.normal_matvec(w, y))
+    return np.maximum((z * y).mean(axis=1), 0.0)
+
+
+def trace_inverse(d: Design, w: np.ndarray) -> float:
+    """``tr(M^{-1})``: exact for k <= DENSE_LIMIT, else Hutchinson with Rademacher probes."""
+    if d.k <= DENSE_LIMIT:
+        ev = scipy.linalg.eigvalsh(d.normal_dense(w))
+        return float(np.sum(1.0 / ev))
+    z = _probes(d.k)
+    return float(np.sum(z * _solve_many(d, w, 0.0, z)) / PROBES)
+
+
+def block_covariance(c, g: np.ndarray) -> np.ndarray:
+    """Exact per-report covariance of SS indicator vectors on ``[m]`` when the residue is
+    distributed as ``g`` (sums to 1), divided by ``(p−q)²``: n_j·Cov(ĝ_j).
+
+    With ``q1 = p(ω−1)/(m−1)`` (``P(r, s ∈ Z)``, s the true residue) and
+    ``q2 = [p(ω−1)(ω−2) + (1−p)ω(ω−1)]/((m−1)(m−2))`` (``P(r, r' ∈ Z)``, both ≠ s):
+    ``E[IIᵀ] = q2(11ᵀ−I) + (q1−q2)(g1ᵀ+1gᵀ−2diag g) + diag(q + (p−q)g)`` and
+    ``E[I]E[I]ᵀ`` averaged over s is ``q²11ᵀ + q(p−q)(g1ᵀ+1gᵀ) + (p−q)² diag g``.
+    """
+    m, w, p, q = c.m, c.omega, c.p, c.q
+    q1 = p * (w - 1) / (m - 1)
+    q2 = (p * (w - 1) * (w - 2) + (1 - p) * w * (w - 1)) / ((m - 1) * (m - 2)) if m > 2 else 0.0
+    one = np.ones(m)
+    cross = np.outer(g, one) + np.outer(one, g)
+    second = q2 * (np.ones((m, m)) - np.eye(m)) + (q1 - q2) * (cross - 2 * np.diag(g)) \
+        + np.diag(q + (p - q) * g)
+    first = q * q * np.ones((m, m)) + q * (p - q) * cross + (p - q) ** 2 * np.diag(g)
+    return (second - first) / (p - q) ** 2
+
+
+def exact_covariance(mss, n: int, f: np.ndarray) -> np.ndarray:
+    """Exact ``Cov(f̂)`` (dense, k <= DENSE_LIMIT) at block sizes ``n_j = n/ℓ``, true frequencies
+    ``f``: the sandwich ``S^{-1} (Σ_j w_j² A_jᵀ Cov(ĝ_j) A_j) S^{-1}`` with ``S = M + λI``."""
+    d = mss.design
+    if d.k > DENSE_LIMIT:
+        raise ValueError(f"exact_covariance: k must be <= {DENSE_LIMIT}, got {d.k}")
+    f = np.asarray(f, dtype=np.float64)
+    w = mss.expected_weights(n)
+    nj = n / mss.ell
+    s_inv = scipy.linalg.inv(d.normal_dense(w) + mss.ridge * np.eye(d.k), assume_a="pos")
+    meat = np.zeros((d.k, d.k))
+    for j, c in enumerate(mss.blocks):
+        r = d.rows[j] - d.offsets[j]
+        g = np.bincount(r, weights=f, minlength=c.m)
+        cov_g = block_covariance(c, g) / nj
+        meat += w[j] ** 2 * cov_g[np.ix_(r, r)]
+    return s_inv @ meat @ s_inv
+
+
+def decode(mss, acc: Counts) -> Estimate:
+    """Per-block debiasing, then the weighted (ridge) least squares by LSMR (SPEC §2)."""
+    t0 = time.perf_counter()
+    d = mss.design
+    n_block = acc.n_block.astype(np.float64)
+    kept = [j for j in range(mss.ell) if n_block[j] > 0]
+    dropped = [j for j in range(mss.ell) if n_block[j] == 0]
+    k = mss.k
+    if not kept:
+        return Estimate(np.zeros(k), np.full(k, np.inf),
+                        {"n": 0, "blocks_dropped": dropped, "iterations": 0,
+                         "stop_reason": "no reports", "decode_seconds": 0.0})
+    w = mss.block_weights(n_block)
+    ghat = np.zeros(d.n_rows)
+    sqrt_w = np.zeros(d.n_rows)
+    for j in kept:
+        c = mss.blocks[j]
+        sl = slice(d.offsets[j], d.offsets[j + 1])
+        ghat[sl] = (acc.counts[sl] / n_block[j] - c.q) / (c.p - c.q)
+        sqrt_w[sl] = math.sqrt(w[j])
+    a = d.matrix(sqrt_w, kept)
+    res = lsmr(a, sqrt_w * ghat, damp=math.sqrt(mss.ridge), atol=LSMR_TOL, btol=LSMR_TOL,
+               maxiter=max(100, 10 * k))
+    f, istop, itn, normr, normar, norma, conda, normx = res
+    solve_seconds = time.perf_counter() - t0
+    w_kept = np.where(n_block > 0, w, 0.0)
+    rank_ok = mss.ridge > 0 or has_full_column_rank(k, tuple(mss.moduli[j] for j in kept))
+    stderr = (np.sqrt(covariance_diagonal(d, w_kept, mss.ridge)) if rank_ok
+              else np.full(k, np.inf))
+    diagnostics = {
+        "n": int(acc.n_block.sum()),
+        "n_block": acc.n_block.tolist(),
+        "blocks_dropped": dropped,
+        "full_column_rank": bool(rank_ok),
+        "iterations": int(itn),
+        "stop_reason": LSMR_STOP_REASONS.get(int(istop), str(istop)),
+        "stop_code": int(istop),
+        "residual_norm": float(normr),
+        "normal_residual_norm": float(normar),
+        "condition_estimate": float(conda),
+        "solve_seconds": solve_seconds,
+        "decode_seconds": time.perf_counter() - t0,
+    }
+    return Estimate(f, stderr, diagnostics)
