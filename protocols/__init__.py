@@ -2,7 +2,7 @@
 
 Importing this package registers every protocol in the registry of ``protocols.base``.
 """
-from protocols import grr, mss, subset_selection  # noqa: F401  (registration side effects)
+from protocols import grr, mss, subset_selection, unary_encoding  # noqa: F401  (registration side effects)
 from protocols.base import (Counts, Estimate, FrequencyProtocol, Reason, ReportBatch,
                             get_protocol_class, protocol_ids)
 from protocols.config import CollectionConfig

@@ -1,0 +1,179 @@
+"""Unary encoding protocols: Optimized Unary Encoding (OUE) and Symmetric Unary Encoding (SUE).
+
+Wang, Blocki, Li, Jha, "Locally Differentially Private Protocols for Frequency Estimation",
+USENIX Security 2017 (OUE, SUE); SUE is the basic one-time RAPPOR of Erlingsson, Pihur, Korolova,
+CCS 2014. Reports are k-bit vectors, kept packed (``np.packbits(..., bitorder="little")``) from the
+client to the accumulator: native values and payloads are both ``uint8[n, ceil(k/8)]``.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocols.base import (Counts, Estimate, FrequencyProtocol, Reason, ReportBatch,
+                            check_epsilon, check_int, register_protocol)
+from protocols.estimators import debias, pure_variance
+
+__all__ = ["OUE", "SUE", "UnaryEncoding", "CHUNK_ELEMENTS"]
+
+# Bits materialised at once (randomize: one float64 per bit; add_reports: one uint8 per bit).
+# 2^22 keeps every temporary at <= 32 MiB while batches stay large enough for numpy to be fast.
+CHUNK_ELEMENTS = 1 << 22
+# Largest k for which output_distribution enumerates all 2^k bit vectors.
+ENUMERATION_LIMIT_BITS = 16
+
+
+def randomize_bits(x: np.ndarray, k: int, p: float, q: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Packed ``uint8[n, ceil(k/8)]``: bit x set w.p. ``p``, every other bit w.p. ``q``.
+
+    Processed in chunks of ``CHUNK_ELEMENTS // k`` reports; padding bits are zero.
+    """
+    n = len(x)
+    out = np.empty((n, (k + 7) // 8), dtype=np.uint8)
+    step = max(1, CHUNK_ELEMENTS // k)
+    for lo in range(0, n, step):
+        xs = x[lo:lo + step]
+        c = len(xs)
+        bits = rng.random((c, k)) < q
+        bits[np.arange(c), xs] = rng.random(c) < p
+        out[lo:lo + c] = np.packbits(bits, axis=1, bitorder="little")
+    return out
+
+
+def count_bits(packed: np.ndarray, k: int) -> np.ndarray:
+    """Column sums (int64[k]) of packed bit rows, in chunks; no per-report loop."""
+    total = np.zeros(k, dtype=np.int64)
+    step = max(1, CHUNK_ELEMENTS // k)
+    for lo in range(0, len(packed), step):
+        bits = np.unpackbits(packed[lo:lo + step], axis=1, count=k, bitorder="little")
+        total += bits.sum(axis=0, dtype=np.int64)
+    return total
+
+
+def check_packed(raw: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``uint8[n, ceil(k/8)]`` bit-vector payloads: the unused high bits of the last
+    byte must be zero (``Reason.BAD_PADDING``); rows of another width are ``Reason.BAD_LENGTH``.
+    Returns (copy of the rows, reason per row)."""
+    raw = np.array(raw, dtype=np.uint8, copy=True, ndmin=2)
+    width = (k + 7) // 8
+    reason = np.zeros(len(raw), dtype=np.int64)
+    if raw.shape[1] != width:
+        reason[:] = Reason.BAD_LENGTH
+        return np.zeros((len(raw), width), dtype=np.uint8), reason
+    pad = k % 8
+    if pad:
+        mask = np.uint8((0xFF << pad) & 0xFF)
+        reason[(raw[:, -1] & mask) != 0] = Reason.BAD_PADDING
+    return raw, reason
+
+
+@dataclass(frozen=True)
+class UnaryEncoding(FrequencyProtocol):
+    """Shared machinery of OUE and SUE; subclasses set ``p`` and ``q`` (see their docstrings)."""
+
+    k: int
+    epsilon: float
+    p: float = field(init=False, repr=False)
+    q: float = field(init=False, repr=False)
+
+    def _pq(self, e: float) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def __post_init__(self):
+        name = type(self).__name__
+        check_int(name, "k", self.k, 2)
+        object.__setattr__(self, "epsilon", check_epsilon(name, self.epsilon))
+        p, q = self._pq(self.epsilon)
+        object.__setattr__(self, "p", p)
+        object.__setattr__(self, "q", q)
+
+    # ----- client ------------------------------------------------------------------------------
+    def randomize(self, items, rng):
+        x = self.check_items(items)
+        n = len(x)
+        return ReportBatch(np.zeros(n, np.int64), np.zeros(n, np.int64),
+                           randomize_bits(x, self.k, self.p, self.q, rng))
+
+    # ----- wire --------------------------------------------------------------------------------
+    def payload_width(self, block):
+        return (self.k + 7) // 8
+
+    def encode_payloads(self, block, values):
+        return np.ascontiguousarray(values, dtype=np.uint8)
+
+    def decode_payloads(self, block, raw):
+        return check_packed(raw, self.k)
+
+    def information_bits(self):
+        return self.k
+
+    # ----- server ------------------------------------------------------------------------------
+    def count_shape(self):
+        return (self.k,)
+
+    def add_reports(self, acc: Counts, batch: ReportBatch) -> Counts:
+        acc.counts += count_bits(batch.values, self.k)
+        acc.n_block[0] += len(batch)
+        return acc
+
+    def estimate(self, acc: Counts) -> Estimate:
+        n = acc.n
+        f = debias(acc.counts, n, self.p, self.q)
+        return Estimate(f, np.sqrt(self.variance(n, np.clip(f, 0, 1))), {"n": n})
+
+    def variance(self, n, f=None):
+        return pure_variance(self.k, n, self.p, self.q, f)
+
+    def output_distribution(self, item):
+        """Exact ``P(bits | item)`` over all ``2^k`` bit vectors (keys: tuples of 0/1)."""
+        if self.k > ENUMERATION_LIMIT_BITS:
+            raise ValueError(f"{type(self).__name__}: output_distribution enumerates 2^k outputs; "
+                             f"k must be <= {ENUMERATION_LIMIT_BITS}, got {self.k}")
+        out = {}
+        for bits in itertools.product((0, 1), repeat=self.k):
+            prob = 1.0
+            for i, b in enumerate(bits):
+                r = self.p if i == item else self.q
+                prob *= r if b else 1 - r
+            out[bits] = prob
+        return out
+
+
+@register_protocol("oue")
+@dataclass(frozen=True)
+class OUE(UnaryEncoding):
+    """Optimized Unary Encoding (Wang, Blocki, Li, Jha, USENIX Security 2017).
+
+    Distribution: the client one-hot encodes x in k bits and flips them independently: bit x is 1
+    w.p. ``p = 1/2``; every other bit is 1 w.p. ``q = 1/(e^ε+1)``. Likelihood ratio of any two
+    inputs is at most ``p(1−q)/(q(1−p)) = e^ε`` (tight).
+    Estimator: ``f̂_x = (C_x/n − q)/(p − q)`` with ``C_x`` the reports whose bit x is 1.
+    Variance: ``[q(1−q) + f_x (p−q)(1−p−q)]/(n (p−q)²)``; at ``f_x = 0`` ``4e^ε/(n (e^ε−1)²)``.
+    Native values and payload: the packed k-bit vector, ``uint8[n, ceil(k/8)]``, bit i in bit
+    ``i % 8`` (LSB first) of byte ``i // 8``; the padding bits must be zero.
+    """
+
+    def _pq(self, e):
+        return 0.5, 1.0 / (math.exp(e) + 1.0)
+
+
+@register_protocol("sue")
+@dataclass(frozen=True)
+class SUE(UnaryEncoding):
+    """Symmetric Unary Encoding = basic one-time RAPPOR (Erlingsson, Pihur, Korolova, CCS 2014;
+    analysed in Wang, Blocki, Li, Jha, USENIX Security 2017).
+
+    Distribution: k bits, bit x is 1 w.p. ``p = e^{ε/2}/(e^{ε/2}+1)``, every other bit w.p.
+    ``q = 1/(e^{ε/2}+1)``; likelihood ratio ``p(1−q)/(q(1−p)) = e^ε`` (tight).
+    Estimator: ``f̂_x = (C_x/n − q)/(p − q)``.
+    Variance: ``[q(1−q) + f_x (p−q)(1−p−q)]/(n (p−q)²)``; at ``f_x = 0``
+    ``e^{ε/2}/(n (e^{ε/2}−1)²)``. Payload: the packed k-bit vector, as for OUE.
+    """
+
+    def _pq(self, e):
+        h = math.exp(e / 2)
+        return h / (h + 1.0), 1.0 / (h + 1.0)
