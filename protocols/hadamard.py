@@ -1,0 +1,189 @@
+"""Hadamard Response (HR), with a vectorized fast Walsh–Hadamard transform."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
+                            check_int, register_protocol)
+from protocols.wire import decode_indices, encode_indices, index_width
+
+__all__ = ["HadamardResponse", "fwht"]
+
+
+def fwht(a: np.ndarray) -> np.ndarray:
+    """Unnormalised Walsh–Hadamard transform along the last axis (length a power of 2).
+
+    ``out[..., r] = Σ_c (−1)^{popcount(r & c)} a[..., c]`` in ``O(K log K)`` vectorized butterflies
+    (Sylvester ordering); integer input stays exact. Returns a new array.
+    """
+    a = np.array(a, copy=True)
+    size = a.shape[-1]
+    if size & (size - 1):
+        raise ValueError(f"fwht: length must be a power of 2, got {size}")
+    lead = a.shape[:-1]
+    h = 1
+    while h < size:
+        v = a.reshape(*lead, size // (2 * h), 2, h)
+        x, y = v[..., 0, :], v[..., 1, :]
+        a = np.stack([x + y, x - y], axis=-2).reshape(*lead, size)
+        h *= 2
+    return a
+
+
+def _parity(v: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(v) & 1
+
+
+@register_protocol("hr")
+@dataclass(frozen=True)
+class HadamardResponse(FrequencyProtocol):
+    """Hadamard Response (Acharya, Sun, Zhang, "Hadamard Response: Estimating Distributions
+    Privately, Efficiently, and with Little Communication", AISTATS 2019), general-ε version.
+
+    Layout: ``B`` blocks (a power of 2; by default the one minimising ``(e^ε+2B−1)²/B``, the
+    variance factor below, capped at ``2^⌊log2 k⌋``), each a Hadamard code of length ``K``, the
+    smallest power of 2 with ``K − 1 >= ⌈k/B⌉``. Item x lives in block ``j = x mod B`` with Hadamard
+    row ``r = ⌊x/B⌋ + 1`` (row 0, all ones, is never used). Its set is
+    ``C_x = {(j, c) : c ∈ [K], popcount(r & c) even}``, ``|C_x| = K/2``. Output: one index
+    ``y = j'·K + c ∈ [B·K]``.
+
+    Distribution: ``P(y | x) ∝ e^ε`` for ``y ∈ C_x`` and ``∝ 1`` otherwise, i.e. ``y ∈ C_x`` w.p.
+    ``e^ε/(e^ε+2B−1)``, then uniform within ``C_x`` or its complement. Likelihood ratio e^ε (tight).
+
+    Estimator (exact, unbiased): with ``h_j`` the histogram of outputs in block j and ``Ĥ_j`` its
+    Walsh–Hadamard transform (``Ĥ_j[r] = #in C_x − #in block j but not in C_x``),
+    ``f̂_x = (e^ε+2B−1)/((e^ε−1)·n) · Ĥ_{j(x)}[r(x)]``. Decoding costs ``O(B·K log K) = O(k log k)``.
+
+    Variance (exact, n users with fixed items): with ``c = (e^ε−1)/(e^ε+2B−1)``, block mass
+    ``P_j = Σ_{x' in block j} f_x'`` and ``π_j = [P_j (e^ε+1) + (1−P_j)·2]/(e^ε+2B−1)`` (the
+    probability that a report lands in block j), ``Var(f̂_x) = (π_j − c² f_x)/(n c²)``. At
+    ``f_x = 0`` with block mass ``1/B`` (f spread out): ``(e^ε+2B−1)²/(B n (e^ε−1)²)``, which for
+    B = 1 is ``(e^ε+1)²/(n (e^ε−1)²)`` and for ``B ≈ e^ε/2`` about ``8/(n(e^ε−1))``.
+
+    Payload: y as one little-endian index of ``wire.index_width(B·K)`` bytes.
+    """
+
+    k: int
+    epsilon: float
+    blocks: int | None = None
+    n_hadamard: int = field(init=False, repr=False)    # K
+    e: float = field(init=False, repr=False)
+    p_in: float = field(init=False, repr=False)        # P(y ∈ C_x | x)
+
+    def __post_init__(self):
+        check_int("HadamardResponse", "k", self.k, 2)
+        object.__setattr__(self, "epsilon", check_epsilon("HadamardResponse", self.epsilon))
+        e = math.exp(self.epsilon)
+        if not np.isfinite(e) or e > 1e12:
+            raise ValueError(f"HadamardResponse: epsilon must be <= {math.log(1e12):.2f}, "
+                             f"got {self.epsilon}")
+        max_b = 1 << (self.k.bit_length() - 1)          # 2^⌊log2 k⌋
+        if self.blocks is None:
+            cands = [1 << i for i in range(max_b.bit_length())]
+            b = min(cands, key=lambda bb: (e + 2 * bb - 1) ** 2 / bb)
+            object.__setattr__(self, "blocks", b)
+        else:
+            check_int("HadamardResponse", "blocks", self.blocks, 1, max_b)
+            if self.blocks & (self.blocks - 1):
+                raise ValueError(f"HadamardResponse: blocks must be a power of 2, got {self.blocks}")
+            object.__setattr__(self, "blocks", int(self.blocks))
+        rows = -(-self.k // self.blocks)
+        object.__setattr__(self, "n_hadamard", 1 << rows.bit_length())   # smallest 2^a > rows
+        object.__setattr__(self, "e", e)
+        object.__setattr__(self, "p_in", e / (e + 2 * self.blocks - 1))
+
+    @property
+    def output_size(self) -> int:
+        return self.blocks * self.n_hadamard
+
+    @property
+    def scale(self) -> float:
+        """``1/c = (e^ε+2B−1)/(e^ε−1)``."""
+        return (self.e + 2 * self.blocks - 1) / (self.e - 1)
+
+    def block_and_row(self, x):
+        x = np.asarray(x, dtype=np.int64)
+        return x % self.blocks, x // self.blocks + 1
+
+    # ----- client ------------------------------------------------------------------------------
+    def randomize(self, items, rng):
+        x = self.check_items(items)
+        n = len(x)
+        big_k, b = self.n_hadamard, self.blocks
+        j, r = self.block_and_row(x)
+        low = r & -r                                   # lowest set bit of r: toggles parity
+        inside = rng.random(n) < self.p_in
+        # Outside C_x: K/2 odd-parity columns of block j plus (B−1)·K columns elsewhere.
+        own = rng.random(n) < 1.0 / (2 * b - 1)
+        col = rng.integers(0, big_k, n)
+        want_odd = ~inside & own
+        flip = (_parity(r & col) == 1) != want_odd
+        same_block = inside | own
+        col = np.where(same_block & flip, col ^ low, col)
+        other = rng.integers(0, max(1, b - 1), n)
+        other += other >= j
+        blk = np.where(same_block, j, other)
+        y = blk * big_k + col
+        return ReportBatch(np.zeros(n, np.int64), np.zeros(n, np.int64), y[:, None])
+
+    # ----- wire --------------------------------------------------------------------------------
+    def payload_width(self, block):
+        return index_width(self.output_size)
+
+    def encode_payloads(self, block, values):
+        return encode_indices(values, self.output_size)
+
+    def decode_payloads(self, block, raw):
+        return decode_indices(raw, self.output_size, 1, distinct=False)
+
+    def information_bits(self):
+        return math.log2(self.output_size)
+
+    # ----- server ------------------------------------------------------------------------------
+    def count_shape(self):
+        return (self.output_size,)
+
+    def add_reports(self, acc: Counts, batch: ReportBatch) -> Counts:
+        acc.counts += np.bincount(batch.values[:, 0], minlength=self.output_size)
+        acc.n_block[0] += len(batch)
+        return acc
+
+    def transformed(self, acc: Counts) -> np.ndarray:
+        """``Ĥ_{j(x)}[r(x)]`` for every item x (int64[k]), via one FWHT per block."""
+        spec = fwht(acc.counts.reshape(self.blocks, self.n_hadamard))
+        j, r = self.block_and_row(np.arange(self.k))
+        return spec[j, r]
+
+    def estimate(self, acc: Counts) -> Estimate:
+        n = acc.n
+        if n == 0:
+            return Estimate(np.zeros(self.k), np.full(self.k, np.inf), {"n": 0})
+        f = self.scale * self.transformed(acc) / n
+        return Estimate(f, np.sqrt(self.variance(n, np.clip(f, 0, 1))),
+                        {"n": n, "blocks": self.blocks, "hadamard_size": self.n_hadamard})
+
+    def variance(self, n, f=None):
+        """Exact per-item variance (see the class docstring); ``f=None``: ``f_x = 0`` with every
+        block holding mass ``1/B``."""
+        if n == 0:
+            return np.full(self.k, np.inf)
+        c = 1.0 / self.scale
+        if f is None:
+            return np.full(self.k, 1.0 / (self.blocks * n * c * c))
+        f = np.asarray(f, dtype=np.float64)
+        j, _ = self.block_and_row(np.arange(self.k))
+        mass = np.bincount(j, weights=f, minlength=self.blocks)[j]
+        pi = (mass * (self.e + 1) + (1 - mass) * 2) / (self.e + 2 * self.blocks - 1)
+        return (pi - c * c * f) / (n * c * c)
+
+    def output_distribution(self, item):
+        """Exact ``P(y | item)`` over ``[B·K]``."""
+        j, r = self.block_and_row(item)
+        y = np.arange(self.output_size)
+        inside = (y // self.n_hadamard == j) & (_parity(r & (y % self.n_hadamard)) == 0)
+        z = self.e * self.n_hadamard / 2 + self.output_size - self.n_hadamard / 2
+        probs = np.where(inside, self.e, 1.0) / z
+        return dict(zip(y.tolist(), probs.tolist()))
