@@ -1,0 +1,77 @@
+"""Avro schemas of the wire formats, their loaders, and the Parquet schema of the estimates.
+
+Files (package data, version 1):
+
+* ``report.avsc`` — one randomized report: ``config_fingerprint: string``, ``protocol: string``,
+  ``block: int``, ``seed: long``, ``payload: bytes``.
+* ``dead_letter.avsc`` — one rejected input: ``raw: bytes``, ``source: string``,
+  ``reason: string`` (``protocols.base.Reason`` name), ``reason_code: int``, ``message: string``.
+* estimates are Parquet with :data:`ESTIMATES_SCHEMA` (``item: int64``, ``estimate: float64``,
+  ``stderr: float64``; a simulation adds ``true_frequency: float64``).
+
+**Payload encoding.** The payload of a report in block ``j`` is exactly
+``protocol.payload_width(j)`` bytes, produced by ``protocol.encode_payloads(j, values)`` and read
+back by ``protocol.decode_payloads(j, raw)`` (vectorized over all reports of a block). The two
+building blocks are in ``protocols/wire.py``:
+
+* *indices*: the sorted values, each an unsigned little-endian integer of 1, 2 or 4 bytes (the
+  smallest that holds ``m − 1``);
+* *bitmap*: an ``m``-bit membership vector, LSB first, zero padding bits in the last byte.
+
+GRR sends one index of ``[k]``; SS sends its ω-subset of ``[k]``; MSS sends the ω_j-subset of
+``[m_j]`` of block ``j`` — subsets use whichever of the two encodings is shorter for ``(m, ω)``.
+
+**Evolution rule** (dp_accounting-style): fields are only ever *added*, with a default, so old
+readers and old files keep working; a field is never removed, renamed or retyped, and the meaning
+of an existing field never changes. ``tests/transforms/test_schemas.py`` pins the version-1 fields.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+import pyarrow as pa
+
+__all__ = [
+    "DEAD_LETTER",
+    "ESTIMATES_SCHEMA",
+    "REPORT",
+    "dead_letter_schema",
+    "load_schema",
+    "report_schema",
+]
+
+REPORT = "report"
+DEAD_LETTER = "dead_letter"
+
+# Parquet schema of estimates.parquet. Extra columns may be appended (never removed or retyped).
+ESTIMATES_SCHEMA = pa.schema([
+    pa.field("item", pa.int64(), nullable=False),
+    pa.field("estimate", pa.float64(), nullable=False),
+    pa.field("stderr", pa.float64(), nullable=False),
+])
+
+
+def load_json(name: str) -> dict[str, Any]:
+    """The raw JSON of ``schemas/<name>.avsc``."""
+    text = resources.files(__name__).joinpath(f"{name}.avsc").read_text()
+    return json.loads(text)
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str) -> dict[str, Any]:
+    """The parsed (fastavro) schema of ``schemas/<name>.avsc``; ``ValueError`` for unknown names."""
+    if name not in (REPORT, DEAD_LETTER):
+        raise ValueError(f"schema: unknown name {name!r}; valid are {[REPORT, DEAD_LETTER]}")
+    return fastavro.parse_schema(load_json(name))
+
+
+def report_schema() -> dict[str, Any]:
+    return load_schema(REPORT)
+
+
+def dead_letter_schema() -> dict[str, Any]:
+    return load_schema(DEAD_LETTER)

@@ -1,0 +1,23 @@
+"""Beam adapters over the Beam-free ``protocols`` core: no protocol math lives here.
+
+* ``avro_batches``: fastavro block-wise reading into numpy column batches (Beam-free).
+* ``io``: ``ReadReportFiles`` (match + read column batches), ``WriteDeadLetters``.
+* ``parse``: ``ParseReports`` DoFn, vectorized validation with a tagged dead-letter output.
+* ``estimate``: ``CountReports`` CombineFn, ``decode_counts``, ``EstimateFrequencies``.
+* ``simulate``: ``SimulateReports`` (synthetic items randomized in batches inside the pipeline).
+"""
+from transforms.estimate import CountReports, EstimateFrequencies, decode_counts
+from transforms.io import ReadReportFiles, WriteDeadLetters
+from transforms.parse import ParseReports
+from transforms.simulate import Distribution, SimulateReports
+
+__all__ = [
+    "CountReports",
+    "Distribution",
+    "EstimateFrequencies",
+    "ParseReports",
+    "ReadReportFiles",
+    "SimulateReports",
+    "WriteDeadLetters",
+    "decode_counts",
+]

@@ -1,0 +1,141 @@
+"""Synthetic reports generated and randomized inside the pipeline, in numpy batches."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import apache_beam as beam
+import numpy as np
+from apache_beam import pvalue
+
+from protocols.base import ReportBatch
+from protocols.config import CollectionConfig
+from transforms.estimate import SumArrays
+
+__all__ = ["SHARD_SIZE", "Distribution", "SimulateReports", "batch_rows"]
+
+# Reports per simulation shard (one Beam element each). 2^18 gives 4 shards per 10^6 reports, enough
+# to keep a few workers busy, while each shard is ~0.1-1 s of numpy work, so the ~5 µs per-element
+# Beam cost is invisible.
+SHARD_SIZE = 1 << 18
+# Memory bound of one ReportBatch's values: 16 MiB (2^21 int64 entries) keeps a batch cheap to
+# pickle between stages and bounds peak memory per worker thread whatever ω is.
+BATCH_ENTRIES = 1 << 21
+MAX_BATCH_ROWS = 1 << 16
+
+
+def batch_rows(config: CollectionConfig) -> int:
+    """Reports per batch for this config: as many as fit BATCH_ENTRIES values, at most 65 536."""
+    p = config.protocol
+    width = p.randomize(np.zeros(1, dtype=np.int64), np.random.default_rng(0)).values.shape[1]
+    return int(max(1024, min(MAX_BATCH_ROWS, BATCH_ENTRIES // max(1, width))))
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Item distribution over ``[k]``: ``zipf:S`` (P(i) ∝ (i+1)^−S), ``spike`` (all item 0) or
+    ``uniform``."""
+
+    name: str
+    s: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> "Distribution":
+        name, _, arg = str(text).partition(":")
+        if name == "zipf":
+            try:
+                s = float(arg)
+            except ValueError:
+                raise ValueError(f"distribution: zipf needs an exponent, as zipf:1.1, got "
+                                 f"{text!r}") from None
+            if not math.isfinite(s) or s < 0:
+                raise ValueError(f"distribution: the zipf exponent must be finite and >= 0, "
+                                 f"got {text!r}")
+            return cls("zipf", s)
+        if name in ("spike", "uniform") and not arg:
+            return cls(name)
+        raise ValueError(f"distribution: must be one of zipf:S, spike, uniform; got {text!r}")
+
+    def __str__(self):
+        return f"zipf:{self.s:g}" if self.name == "zipf" else self.name
+
+    def probabilities(self, k: int) -> np.ndarray:
+        if self.name == "spike":
+            p = np.zeros(k)
+            p[0] = 1.0
+            return p
+        if self.name == "uniform":
+            return np.full(k, 1.0 / k)
+        w = np.arange(1, k + 1, dtype=np.float64) ** -self.s
+        return w / w.sum()
+
+
+def shard_sizes(n: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, int]]:
+    """``[(shard index, reports in shard)]`` covering exactly ``n`` reports."""
+    return [(i, min(shard_size, n - start)) for i, start in enumerate(range(0, n, shard_size))]
+
+
+@beam.typehints.with_input_types(tuple[int, int])
+@beam.typehints.with_output_types(ReportBatch)
+class RandomizeShard(beam.DoFn):
+    """(shard, n_shard) -> ReportBatches (main) + the shard's true item counts (``truth``).
+
+    Each shard uses its own ``np.random.default_rng([seed, shard])``: the output does not depend on
+    how shards are spread over workers or in which order they run.
+    """
+
+    def __init__(self, config: CollectionConfig, distribution: Distribution, seed: int,
+                 rows: int):
+        self._config_json = config.to_json(indent=None)
+        self._distribution = distribution
+        self._seed = seed
+        self._rows = rows
+
+    def setup(self):
+        self._protocol = CollectionConfig.from_json(self._config_json).protocol
+        cdf = np.cumsum(self._distribution.probabilities(self._protocol.k))
+        cdf /= cdf[-1]
+        self._cdf = cdf
+
+    def process(self, element: tuple[int, int]) -> Iterator:
+        shard, n_shard = element
+        rng = np.random.default_rng([self._seed, shard])
+        k = self._protocol.k
+        truth = np.zeros(k, dtype=np.int64)
+        for start in range(0, n_shard, self._rows):
+            m = min(self._rows, n_shard - start)
+            items = np.minimum(np.searchsorted(self._cdf, rng.random(m), side="right"), k - 1)
+            truth += np.bincount(items, minlength=k)
+            yield self._protocol.randomize(items, rng)
+        yield pvalue.TaggedOutput("truth", truth)
+
+
+class SimulateReports(beam.PTransform):
+    """PBegin -> {"reports": PCollection[ReportBatch], "truth": PCollection[int64[k]] (one)}."""
+
+    def __init__(self, config: CollectionConfig, n: int, distribution: Distribution, seed: int,
+                 shard_size: int = SHARD_SIZE):
+        super().__init__()
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"simulate: n must be an integer >= 1, got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"simulate: seed must be an integer >= 0, got {seed!r}")
+        self._config = config
+        self._n = n
+        self._distribution = distribution
+        self._seed = seed
+        self._shard_size = shard_size
+
+    def expand(self, pbegin):
+        k = self._config.protocol.k
+        shards = (pbegin
+                  | "Shards" >> beam.Create(shard_sizes(self._n, self._shard_size))
+                  | "SpreadShards" >> beam.Reshuffle())
+        # pcoll: (shard index, reports in shard)
+        out = shards | "Randomize" >> beam.ParDo(RandomizeShard(
+            self._config, self._distribution, self._seed, batch_rows(self._config))
+        ).with_outputs("truth", main="reports")
+        # out.reports: ReportBatch(block[int64, b], seed[int64, b], values[b, w]); out.truth: int64[k]
+        truth = out.truth | "SumTruth" >> beam.CombineGlobally(SumArrays((k,)))
+        return {"reports": out.reports, "truth": truth}
