@@ -3,7 +3,7 @@
 Importing this package registers every protocol in the registry of ``protocols.base``.
 """
 from protocols import (  # noqa: F401  (registration side effects)
-    grr, hadamard, mss, olh, pgr, subset_selection, unary_encoding)
+    grr, hadamard, mss, olh, pgr, rappor, subset_selection, unary_encoding)
 from protocols.base import (Counts, Estimate, FrequencyProtocol, Reason, ReportBatch,
                             get_protocol_class, protocol_ids)
 from protocols.config import CollectionConfig

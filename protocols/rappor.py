@@ -1,0 +1,330 @@
+"""Full RAPPOR: Bloom filters, cohorts, permanent and instantaneous randomized response."""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+from scipy.sparse.linalg import lsmr
+
+from protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
+                            check_int, register_protocol)
+from protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
+from protocols.unary_encoding import check_packed
+
+__all__ = ["RAPPOR", "RapporClient"]
+
+# Bloom bits materialised at once in randomize/add_reports (one float64 per bit: 32 MiB).
+CHUNK_ELEMENTS = 1 << 22
+# Largest k for the dense k×k covariance (standard errors, variance()); beyond it stderr is NaN.
+DENSE_LIMIT = 4096
+# output_distribution enumerates 2^bloom_bits bit vectors per cohort.
+ENUMERATION_LIMIT_BITS = 12
+LSMR_TOL = 1e-10
+
+
+def _check_prob(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"RAPPOR: {name} must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"RAPPOR: {name} must be in [0, 1], got {value!r}")
+    return v
+
+
+@register_protocol("rappor")
+@dataclass(frozen=True)
+class RAPPOR(FrequencyProtocol):
+    """RAPPOR (Erlingsson, Pihur, Korolova, "RAPPOR: Randomized Aggregatable Privacy-Preserving
+    Ordinal Response", CCS 2014), decoded over the candidate set ``[k]``.
+
+    Parametrisation: ``bloom_bits`` (b), ``hashes`` (h), ``cohorts`` (C), the instantaneous-RR
+    probabilities ``p = P(S_i=1 | B'_i=0)`` and ``q = P(S_i=1 | B'_i=1)`` (0 <= p < q <= 1), and
+    ``epsilon`` = ε∞, the privacy of the permanent randomized response (the bound that holds for any
+    number of reports of one value). The PRR flip probability is derived from it:
+    ``f = 2/(1 + e^{ε∞/(2h)})``, i.e. ``ε∞ = 2h·ln((1−f/2)/(f/2))``. One instantaneous report is
+    ``ε1 = h·ln(q*(1−p*)/(p*(1−q*)))``-LDP with ``q* = f(p+q)/2 + (1−f)q`` and
+    ``p* = f(p+q)/2 + (1−f)p`` (``epsilon_one``; ε1 = ε∞ when p = 0, q = 1, i.e. no IRR). Both
+    bounds are tight when two items have disjoint h-bit Bloom sets in some cohort.
+
+    Distribution: the client belongs to a cohort ``c`` uniform in ``[C]`` (``ReportBatch.block``,
+    independent of the item). Its Bloom filter ``B`` sets bits ``H_{c,i}(x) mod b``, i < h (seeded
+    SplitMix64 of ``protocols.hashing`` keyed by ``hash_seed``, c, i). PRR: each bit is 1 w.p.
+    f/2, 0 w.p. f/2, ``B_i`` otherwise (memoized per (user, item): ``RapporClient``). IRR: each
+    reported bit ``S_i`` is 1 w.p. q if ``B'_i = 1`` else p. ``randomize`` draws a fresh PRR per
+    call, i.e. one report per user. Payload: the packed b bits (LSB first), padding bits zero.
+
+    Estimator: with ``N_c`` reports and bit counts ``Y_{c,i}`` in cohort c,
+    ``t_{c,i} = (Y_{c,i} − p*·N_c)/((1−f)(q−p))`` is unbiased for the true Bloom-bit count, and
+    ``E[t_c | N] = N_c·X_c f`` with ``X_c ∈ {0,1}^{b×k}`` the cohort's Bloom matrix. ``f̂`` solves the
+    row-weighted least squares ``min Σ_c ||X_c f − t_c/N_c||²·N_c`` (LSMR on the sparse system;
+    unbiased when the stacked Bloom matrix has full column rank, which needs ``C·b >= k``). The
+    original paper's Lasso selection step is not used: every candidate of [k] is estimated.
+    Standard errors: sandwich ``M⁻¹ Aᵀ diag(v) A M⁻¹`` with the binomial variance of each bit count
+    at its observed rate (dense; k <= DENSE_LIMIT, else NaN).
+    Variance (``variance``): the same sandwich at ``N_c = n/C`` with per-bit variance
+    ``π(1−π)/((1−f)(q−p))² + β(1−β)(1−1/C)`` (IRR+PRR noise plus cohort sampling;
+    ``β = X_c f``, ``π = p* + (q*−p*)β``); it neglects the correlation of bits within a report, so it
+    is an approximation, unlike the exact formulas of the pure protocols.
+    """
+
+    k: int
+    epsilon: float
+    bloom_bits: int = 128
+    hashes: int = 2
+    cohorts: int = 16
+    p: float = 0.5
+    q: float = 0.75
+    hash_seed: int = 0
+    f: float = field(init=False, repr=False)
+    p_star: float = field(init=False, repr=False)
+    q_star: float = field(init=False, repr=False)
+    epsilon_one: float = field(init=False, repr=False)
+
+    def __post_init__(self):
+        check_int("RAPPOR", "k", self.k, 2)
+        object.__setattr__(self, "epsilon", check_epsilon("RAPPOR", self.epsilon))
+        check_int("RAPPOR", "bloom_bits", self.bloom_bits, 1, 1 << 20)
+        check_int("RAPPOR", "hashes", self.hashes, 1, self.bloom_bits)
+        check_int("RAPPOR", "cohorts", self.cohorts, 1, 1 << 16)
+        check_int("RAPPOR", "hash_seed", self.hash_seed, 0, 2**63 - 1)
+        p, q = _check_prob("p", self.p), _check_prob("q", self.q)
+        if not p < q:
+            raise ValueError(f"RAPPOR: need p < q (IRR must favour the PRR bit), got p = {p}, "
+                             f"q = {q}")
+        if self.cohorts * self.bloom_bits < self.k:
+            raise ValueError(f"RAPPOR: cohorts·bloom_bits must be >= k = {self.k} for the "
+                             f"regression to be identifiable, got {self.cohorts * self.bloom_bits}")
+        object.__setattr__(self, "p", p)
+        object.__setattr__(self, "q", q)
+        f = 2.0 / (1.0 + math.exp(self.epsilon / (2 * self.hashes)))
+        ps = f * (p + q) / 2 + (1 - f) * p
+        qs = f * (p + q) / 2 + (1 - f) * q
+        object.__setattr__(self, "f", f)
+        object.__setattr__(self, "p_star", ps)
+        object.__setattr__(self, "q_star", qs)
+        object.__setattr__(self, "epsilon_one",
+                           self.hashes * math.log(qs * (1 - ps) / (ps * (1 - qs))))
+
+    @property
+    def n_blocks(self) -> int:
+        return self.cohorts
+
+    # ----- Bloom filters -----------------------------------------------------------------------
+    @cached_property
+    def bloom(self) -> np.ndarray:
+        """``int64[C, k, h]`` Bloom bit positions of every (cohort, item, hash)."""
+        keys = seed_state(np.arange(self.cohorts * self.hashes))
+        keys ^= seed_state([self.hash_seed])
+        mix64(keys)
+        pos = hash_to_range(keys[:, None], item_offsets(np.arange(self.k))[None, :],
+                            self.bloom_bits)
+        return pos.reshape(self.cohorts, self.hashes, self.k).transpose(0, 2, 1).copy()
+
+    @cached_property
+    def design(self) -> sp.csr_matrix:
+        """Stacked Bloom matrix ``X ∈ {0,1}^{(C·b)×k}``: row ``c·b + i``, column x."""
+        c = np.arange(self.cohorts)[:, None, None]
+        rows = (c * self.bloom_bits + self.bloom).ravel()
+        cols = np.broadcast_to(np.arange(self.k)[None, :, None], self.bloom.shape).ravel()
+        x = sp.csr_matrix((np.ones(len(rows)), (rows, cols)),
+                          shape=(self.cohorts * self.bloom_bits, self.k))
+        x.sum_duplicates()
+        x.data[:] = 1.0           # two hashes on one bit set it once
+        return x
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("bloom", None)  # rebuilt lazily on the worker
+        state.pop("design", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def bloom_bits_of(self, cohort, items) -> np.ndarray:
+        """Unpacked Bloom filters ``bool[n, b]`` of items in their cohorts."""
+        n = len(items)
+        bits = np.zeros((n, self.bloom_bits), dtype=bool)
+        bits[np.arange(n)[:, None], self.bloom[cohort, items]] = True
+        return bits
+
+    # ----- client ------------------------------------------------------------------------------
+    def permanent_response(self, cohort, items, rng) -> np.ndarray:
+        """PRR ``B'`` of each (cohort, item), packed ``uint8[n, ceil(b/8)]``."""
+        cohort = np.asarray(cohort, dtype=np.int64)
+        n = len(items)
+        out = np.empty((n, (self.bloom_bits + 7) // 8), dtype=np.uint8)
+        step = max(1, CHUNK_ELEMENTS // self.bloom_bits)
+        for lo in range(0, n, step):
+            b = self.bloom_bits_of(cohort[lo:lo + step], items[lo:lo + step])
+            u = rng.random(b.shape)
+            b = np.where(u < self.f / 2, True, np.where(u < self.f, False, b))
+            out[lo:lo + len(b)] = np.packbits(b, axis=1, bitorder="little")
+        return out
+
+    def instantaneous_response(self, prr: np.ndarray, rng) -> np.ndarray:
+        """IRR ``S`` of packed PRRs: bit 1 w.p. q where ``B'`` is 1, else p; packed."""
+        out = np.empty_like(prr)
+        step = max(1, CHUNK_ELEMENTS // self.bloom_bits)
+        for lo in range(0, len(prr), step):
+            b = np.unpackbits(prr[lo:lo + step], axis=1, count=self.bloom_bits, bitorder="little")
+            s = rng.random(b.shape) < np.where(b == 1, self.q, self.p)
+            out[lo:lo + len(b)] = np.packbits(s, axis=1, bitorder="little")
+        return out
+
+    def randomize(self, items, rng):
+        """One report per user: a uniform cohort, a fresh PRR and one IRR per item."""
+        x = self.check_items(items)
+        n = len(x)
+        cohort = rng.integers(0, self.cohorts, n)
+        values = self.instantaneous_response(self.permanent_response(cohort, x, rng), rng)
+        return ReportBatch(cohort, np.zeros(n, np.int64), values)
+
+    # ----- wire --------------------------------------------------------------------------------
+    def payload_width(self, block):
+        return (self.bloom_bits + 7) // 8
+
+    def encode_payloads(self, block, values):
+        return np.ascontiguousarray(values, dtype=np.uint8)
+
+    def decode_payloads(self, block, raw):
+        return check_packed(raw, self.bloom_bits)
+
+    def information_bits(self):
+        """``⌈log2 C⌉ + b``: cohort and Bloom bits."""
+        return math.ceil(math.log2(self.cohorts)) + self.bloom_bits
+
+    # ----- server ------------------------------------------------------------------------------
+    def count_shape(self):
+        return (self.cohorts, self.bloom_bits)
+
+    def add_reports(self, acc: Counts, batch: ReportBatch) -> Counts:
+        b = self.bloom_bits
+        step = max(1, CHUNK_ELEMENTS // b)
+        flat = acc.counts.reshape(-1)     # a view: acc.counts is contiguous int64
+        for lo in range(0, len(batch), step):
+            bits = np.unpackbits(batch.values[lo:lo + step], axis=1, count=b, bitorder="little")
+            rows, cols = np.nonzero(bits)
+            flat += np.bincount(batch.block[lo:lo + step][rows] * b + cols, minlength=flat.size)
+        acc.n_block += np.bincount(batch.block, minlength=self.cohorts)
+        return acc
+
+    def _system(self, n_block):
+        """Row-scaled design ``A = diag(sqrt(N_c)) X`` restricted to non-empty cohorts."""
+        scale = np.repeat(np.sqrt(np.asarray(n_block, dtype=np.float64)), self.bloom_bits)
+        return sp.diags(scale) @ self.design, scale
+
+    def _sandwich_diag(self, a: sp.csr_matrix, v: np.ndarray) -> np.ndarray:
+        """``diag(M⁻¹ Aᵀ diag(v) A M⁻¹)`` with ``M = AᵀA`` (dense)."""
+        if self.k > DENSE_LIMIT:
+            return np.full(self.k, np.nan)
+        m = (a.T @ a).toarray()
+        meat = (a.T @ sp.diags(v) @ a).toarray()
+        try:
+            c = scipy.linalg.cho_factor(m)
+        except np.linalg.LinAlgError:
+            return np.full(self.k, np.inf)     # rank deficient: some item is not identifiable
+        minv = scipy.linalg.cho_solve(c, np.eye(self.k))
+        return ((minv @ meat) * minv).sum(axis=1)
+
+    def estimate(self, acc: Counts, with_stderr: bool = True) -> Estimate:
+        """Regression decode; ``with_stderr=False`` skips the O(k³) dense standard errors (NaN)."""
+        n = acc.n
+        if n == 0:
+            return Estimate(np.zeros(self.k), np.full(self.k, np.inf), {"n": 0})
+        nb = acc.n_block.astype(np.float64)
+        gain = (1 - self.f) * (self.q - self.p)
+        t = (acc.counts - self.p_star * nb[:, None]) / gain            # true bit counts, unbiased
+        a, scale = self._system(nb)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rhs = np.where(scale > 0, t.ravel() / scale, 0.0)
+        sol = lsmr(a, rhs, atol=LSMR_TOL, btol=LSMR_TOL, maxiter=10 * self.k)
+        f_hat, istop, itn = sol[0], sol[1], sol[2]
+        rate = np.clip(acc.counts / np.maximum(nb, 1)[:, None], 0, 1)
+        v = (rate * (1 - rate)).ravel() / gain**2                     # per-report variance of t/N
+        stderr = np.sqrt(self._sandwich_diag(a, v)) if with_stderr else np.full(self.k, np.nan)
+        return Estimate(f_hat, stderr, {"n": n, "lsmr_istop": int(istop), "lsmr_iterations":
+                                        int(itn), "epsilon_one": self.epsilon_one, "f": self.f})
+
+    def variance(self, n, f=None):
+        """Approximate per-item variance at ``N_c = n/C`` (class docstring); ``f=None``: uniform f."""
+        if n == 0:
+            return np.full(self.k, np.inf)
+        f = np.full(self.k, 1.0 / self.k) if f is None else np.asarray(f, dtype=np.float64)
+        beta = np.clip(self.design @ f, 0, 1)
+        pi = self.p_star + (self.q_star - self.p_star) * beta
+        gain = (1 - self.f) * (self.q - self.p)
+        v = pi * (1 - pi) / gain**2 + beta * (1 - beta) * (1 - 1 / self.cohorts)
+        a, _ = self._system(np.full(self.cohorts, n / self.cohorts))
+        return self._sandwich_diag(a, v)
+
+    def output_distribution(self, item, stage: str = "report"):
+        """Exact distribution of ``(cohort, bits)`` given the item.
+
+        ``stage="report"``: one report S (PRR then IRR), ``epsilon_one``-LDP.
+        ``stage="prr"``: the permanent response B', ``epsilon``-LDP.
+        """
+        if self.bloom_bits > ENUMERATION_LIMIT_BITS:
+            raise ValueError(f"RAPPOR: output_distribution enumerates 2^bloom_bits outputs; "
+                             f"bloom_bits must be <= {ENUMERATION_LIMIT_BITS}")
+        if stage == "report":
+            on, off = self.q_star, self.p_star
+        elif stage == "prr":
+            on, off = 1 - self.f / 2, self.f / 2
+        else:
+            raise ValueError(f"RAPPOR: stage must be 'report' or 'prr', got {stage!r}")
+        bits = np.array(list(itertools.product((0, 1), repeat=self.bloom_bits)), dtype=bool)
+        out = {}
+        for c in range(self.cohorts):
+            inset = np.zeros(self.bloom_bits, dtype=bool)
+            inset[self.bloom[c, item]] = True
+            prob1 = np.where(inset, on, off)
+            probs = np.where(bits, prob1, 1 - prob1).prod(axis=1) / self.cohorts
+            for row, pr in zip(bits, probs):
+                out[(c, tuple(row.astype(int).tolist()))] = float(pr)
+        return out
+
+
+class RapporClient:
+    """Client-side RAPPOR with the permanent response memoized per (user id, item).
+
+    Each user id gets a cohort once (uniform, from the injected rng) and each (user id, item) pair
+    a PRR once; every call then draws fresh instantaneous responses. Repeated reports of the same
+    value therefore leak at most ``protocol.epsilon`` (ε∞) in total. State lives in memory; persist
+    ``cohorts`` and ``prr`` to keep the guarantee across restarts.
+    """
+
+    def __init__(self, protocol: RAPPOR, rng: np.random.Generator):
+        self.protocol = protocol
+        self.rng = rng
+        self.cohorts: dict = {}      # user id -> cohort
+        self.prr: dict = {}          # (user id, item) -> packed PRR row
+
+    def report(self, user_ids, items) -> ReportBatch:
+        """One report per (user id, item) row, PRRs drawn only for pairs never seen before."""
+        proto = self.protocol
+        x = proto.check_items(items)
+        users = list(user_ids)
+        if len(users) != len(x):
+            raise ValueError(f"RapporClient: {len(users)} user ids for {len(x)} items")
+        new_users = [u for u in dict.fromkeys(users) if u not in self.cohorts]
+        for u, c in zip(new_users, self.rng.integers(0, proto.cohorts, len(new_users))):
+            self.cohorts[u] = int(c)
+        pairs = list(zip(users, x.tolist()))
+        new_pairs = [pr for pr in dict.fromkeys(pairs) if pr not in self.prr]
+        if new_pairs:
+            coh = np.array([self.cohorts[u] for u, _ in new_pairs], dtype=np.int64)
+            its = np.array([i for _, i in new_pairs], dtype=np.int64)
+            for pr, row in zip(new_pairs, proto.permanent_response(coh, its, self.rng)):
+                self.prr[pr] = row
+        cohort = np.array([self.cohorts[u] for u in users], dtype=np.int64)
+        prr = np.array([self.prr[pr] for pr in pairs], dtype=np.uint8).reshape(
+            len(pairs), proto.payload_width(0))
+        values = proto.instantaneous_response(prr, self.rng)
+        return ReportBatch(cohort, np.zeros(len(pairs), np.int64), values)
