@@ -49,10 +49,10 @@ def run(argv=None, save_main_session=True):
     parser.add_argument("--output", required=True, help="output directory")
     args, beam_args = parser.parse_known_args(argv)
     config = CollectionConfig.load(args.config)
-    tmp = common.staging_dir(args.output)
-    with beam.Pipeline(options=common.pipeline_options(beam_args, save_main_session)) as p:
-        build(p, config, args.input, tmp)
-    common.commit_output(tmp, args.output)
+    options = common.pipeline_options(beam_args, save_main_session)
+    with common.staged_output(args.output) as tmp:
+        with beam.Pipeline(options=options) as p:
+            build(p, config, args.input, tmp)
     logging.info("aggregate: wrote %s", args.output)
     return args.output
 

@@ -10,6 +10,11 @@ import sys
 
 # subcommand -> (module with run(argv), one-line description)
 SUBCOMMANDS = {
+    "plan": ("pipelines.plan", "rank MSS moduli for k and epsilon"),
+    "config": ("pipelines.config", "write a collection config JSON (MSS: planner's moduli)"),
+    "encode": ("pipelines.encode", "randomize items (CSV/Parquet) into a report Avro file"),
+    "aggregate": ("pipelines.aggregate", "Beam job: report Avro files -> estimates + summary"),
+    "simulate": ("pipelines.simulate", "Beam job: synthetic reports -> estimates, MSE, plot"),
 }
 
 

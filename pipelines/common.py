@@ -1,6 +1,7 @@
 """Shared plumbing of the pipeline entry points: runner defaults, atomic output, result writing."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -20,7 +21,7 @@ import schemas
 from protocols.base import Estimate
 from protocols.config import CollectionConfig
 
-__all__ = ["DEFAULT_RUNNER", "TOP_ITEMS", "commit_output", "pipeline_options", "staging_dir",
+__all__ = ["DEFAULT_RUNNER", "TOP_ITEMS", "commit_output", "pipeline_options", "staged_output", "staging_dir",
            "write_results"]
 
 # In-process and offline. DirectRunner in Beam 2.77 may switch to Prism, which downloads a binary.
@@ -80,6 +81,23 @@ def commit_output(tmp: str, final: str) -> None:
     dst = [final + p[len(tmp):] for p in src]
     FileSystems.rename(src, dst)
     FileSystems.delete([tmp])
+
+
+@contextlib.contextmanager
+def staged_output(final: str):
+    """``with staged_output(DIR) as tmp:`` write into ``tmp``; on success it becomes ``DIR``
+    (:func:`commit_output`), on failure it is removed and ``DIR`` is left untouched."""
+    tmp = staging_dir(final)
+    try:
+        yield tmp
+    except BaseException:
+        if _is_local(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(Exception):
+                FileSystems.delete([tmp])
+        raise
+    commit_output(tmp, final)
 
 
 def _write_bytes(path: str, data: bytes) -> None:

@@ -49,10 +49,10 @@ def run(argv=None, save_main_session=True):
         raise ValueError(f"simulate: n must be >= 1, got {args.n}")
     if args.seed < 0:
         raise ValueError(f"simulate: seed must be >= 0, got {args.seed}")
-    tmp = common.staging_dir(args.output)
-    with beam.Pipeline(options=common.pipeline_options(beam_args, save_main_session)) as p:
-        build(p, config, args.n, distribution, args.seed, tmp)
-    common.commit_output(tmp, args.output)
+    options = common.pipeline_options(beam_args, save_main_session)
+    with common.staged_output(args.output) as tmp:
+        with beam.Pipeline(options=options) as p:
+            build(p, config, args.n, distribution, args.seed, tmp)
     logging.info("simulate: wrote %s", args.output)
     return args.output
 
