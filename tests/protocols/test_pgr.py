@@ -41,7 +41,6 @@ def test_geometry_tables(q, t):
     members = geo.support_members()
     cset, cint = (q ** (t - 1) - 1) // (q - 1), (q ** (t - 2) - 1) // (q - 1)
     assert members.shape == (geo.K, cset)
-    inter = np.zeros((geo.K, geo.K), int)
     onehot = np.zeros((geo.K, geo.K), int)
     onehot[np.arange(geo.K)[:, None], members] = 1
     inter = onehot @ onehot.T
@@ -64,7 +63,7 @@ def test_exact_privacy(k, eps):
 
 
 def test_padding_items_are_outputs_but_never_estimated():
-    p = PGR(9, 1.0)              # q = 5, t = 2: K = 6? no: K = 6 < 9 -> t = 3, K = 31
+    p = PGR(9, 1.0)              # q = 5; t = 2 gives K = 6 < 9, so t = 3 and K = 31
     assert p.K == 31 and len(p.output_distribution(0)) == 31
     b = p.randomize(np.zeros(20_000, np.int64), np.random.default_rng(31))
     assert b.values.max() >= 9 and b.values.max() < 31
