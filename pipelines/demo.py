@@ -26,6 +26,11 @@ from pipelines import config as config_cmd
 from protocols.config import CollectionConfig
 
 
+def _json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
 def _table(title: str, est_path: str, truth_f: np.ndarray, top: int = 10) -> None:
     t = pq.read_table(est_path).to_pydict()
     f_hat, se = np.array(t["estimate"]), np.array(t["stderr"])
@@ -70,7 +75,7 @@ def run(argv=None, save_main_session=True):
                   "--distribution", args.distribution, "--seed", str(args.seed),
                   "--output", f"{out}/simulate", *runner], save_main_session)
     t_sim = time.perf_counter() - t
-    sim = json.load(open(f"{out}/simulate/summary.json"))
+    sim = _json(f"{out}/simulate/summary.json")
     truth_f = np.array(pq.read_table(f"{out}/simulate/estimates.parquet")
                        .column("true_frequency").to_numpy())
 
@@ -87,7 +92,7 @@ def run(argv=None, save_main_session=True):
     aggregate.run(["--config", f"{out}/config.json", "--input", f"{out}/reports*.avro",
                    "--output", f"{out}/aggregate", *runner], save_main_session)
     t_agg = time.perf_counter() - t
-    agg = json.load(open(f"{out}/aggregate/summary.json"))
+    agg = _json(f"{out}/aggregate/summary.json")
     est_agg = np.array(pq.read_table(f"{out}/aggregate/estimates.parquet")
                        .column("estimate").to_numpy())
     mse_agg = float(np.mean((est_agg - truth_f) ** 2))
