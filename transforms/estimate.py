@@ -1,5 +1,4 @@
 """Counting report batches and decoding the merged counts: thin adapters over the protocol."""
-from __future__ import annotations
 
 import time
 from typing import Iterable

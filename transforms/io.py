@@ -1,5 +1,4 @@
 """File I/O transforms: report files in as column batches, dead letters out as Avro."""
-from __future__ import annotations
 
 from typing import Iterator
 

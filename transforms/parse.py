@@ -6,7 +6,6 @@ Checks, in order, first failure wins: malformed record, fingerprint, protocol id
 range, payload length for the block, then ``protocol.decode_payloads`` (value range, duplicates,
 bitmap weight and padding).
 """
-from __future__ import annotations
 
 from typing import Any, Iterator
 

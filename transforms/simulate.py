@@ -1,5 +1,4 @@
 """Synthetic reports generated and randomized inside the pipeline, in numpy batches."""
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass
