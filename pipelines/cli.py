@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "encode": ("pipelines.encode", "randomize items (CSV/Parquet) into a report Avro file"),
     "aggregate": ("pipelines.aggregate", "Beam job: report Avro files -> estimates + summary"),
     "simulate": ("pipelines.simulate", "Beam job: synthetic reports -> estimates, MSE, plot"),
+    "evaluate": ("pipelines.evaluate", "Beam job: protocols × k × ε × distributions grid -> MSE, bits, time, ASR report"),
 }
 
 
