@@ -9,7 +9,6 @@ without its index; its summary holds the spread of the trial metrics beside the 
 (``predicted_mse``, closed-form ASR). All protocol math stays in ``protocols``; this module only
 measures and aggregates.
 """
-from __future__ import annotations
 
 import functools
 import json
