@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mss-max-mse-factor", type=float, default=1.3,
                    help="planner: shortest message within this MSE factor of SS (default 1.3)")
     p.add_argument("--moduli-cache", default=None, help="JSON file caching planner results")
+    p.add_argument("--notes", default=None,
+                   help="Markdown file appended to report.md as its Discussion section")
+    p.add_argument("--report-only", action="store_true",
+                   help="re-render plots and report.md from DIR/results.parquet, trials.parquet "
+                        "and run_meta.json of an earlier run (no trials are run)")
     p.add_argument("--output", required=True, help="output directory (local)")
     return p
 
@@ -380,6 +385,12 @@ def write_outputs(cell_rows: list[dict], trial_rows: list[dict], out_dir: str, m
     pq.write_table(_table(trials), os.path.join(out_dir, "trials.parquet"))
     with open(os.path.join(out_dir, "moduli.json"), "w") as fh:
         json.dump(meta.get("moduli", {}), fh, indent=1, sort_keys=True)
+    with open(os.path.join(out_dir, "run_meta.json"), "w") as fh:
+        json.dump(meta, fh, indent=1, sort_keys=True, default=str)
+    _render(cells, out_dir, meta)
+
+
+def _render(cells: list[dict], out_dir: str, meta: dict) -> None:
     plots = _plots(cells, out_dir)
     g = meta["grid"]
     lines = ["# privfreq evaluation report", "",
@@ -387,7 +398,7 @@ def write_outputs(cell_rows: list[dict], trial_rows: list[dict], out_dir: str, m
              f"Grid: protocols {g['protocols']}, k {g['k']}, ε {g['epsilons']}, distributions "
              f"{g['distributions']}, n = {g['n']}, {g['trials']} trials per cell unless "
              f"overridden (the trials actually run are in column `trials` below).",
-             "Wall time: WALL_SECONDS s.", ""]
+             f"Wall time: {meta.get('wall_seconds', 'WALL_SECONDS')} s.", ""]
     lines += ["## The paper's claims beside our measurements", "",
               "| claim | paper | ours | verdict |", "|---|---|---|---|"]
     for claim in _claims(cells):
@@ -422,12 +433,20 @@ def write_outputs(cell_rows: list[dict], trial_rows: list[dict], out_dir: str, m
             _fmt(r["decode_seconds_median"], 2), _fmt(r["asr_empirical"]),
             _fmt(r.get("asr_closed_form"))]) + " |")
     lines.append("")
+    if meta.get("notes"):
+        lines += ["## Discussion", "", meta["notes"], ""]
     with open(os.path.join(out_dir, "report.md"), "w") as fh:
         fh.write("\n".join(lines))
 
 
 def run(argv=None, save_main_session=True):
     args, beam_args = _parser().parse_known_args(argv)
+    notes = None
+    if args.notes:
+        with open(args.notes) as fh:
+            notes = fh.read()
+    if args.report_only:
+        return _report_only(args.output, notes)
     grid = _resolve(args)
     t0 = time.perf_counter()
     specs, moduli = build_specs(args, grid)
@@ -444,7 +463,7 @@ def run(argv=None, save_main_session=True):
         _ = cells | "WriteOutputs" >> beam.Map(
             lambda c, t, od, meta: write_outputs(c, t, od, meta),
             beam.pvalue.AsSingleton(trials), args.output,
-            {"grid": grid, "moduli": moduli,
+            {"grid": grid, "moduli": moduli, "notes": notes,
              "command": "privfreq evaluate " + " ".join(
                  shlex.quote(a) for a in (sys.argv[2:] if argv is None else argv))})
     # Append the wall time to the report (known only now).
@@ -452,10 +471,30 @@ def run(argv=None, save_main_session=True):
     if os.path.exists(report):
         with open(report) as fh:
             text = fh.read()
-        text = text.replace("WALL_SECONDS", f"{time.perf_counter() - t0:.0f}")
+        wall = f"{time.perf_counter() - t0:.0f}"
+        text = text.replace("WALL_SECONDS", wall)
         with open(report, "w") as fh:
             fh.write(text)
+        meta_path = os.path.join(args.output, "run_meta.json")
+        with open(meta_path) as fh:
+            meta = json.load(fh)
+        meta["wall_seconds"] = wall
+        with open(meta_path, "w") as fh:
+            json.dump(meta, fh, indent=1, sort_keys=True)
     return args.output
+
+
+def _report_only(out_dir: str, notes: str | None) -> str:
+    import pyarrow.parquet as pq
+    with open(os.path.join(out_dir, "run_meta.json")) as fh:
+        meta = json.load(fh)
+    if notes is not None:
+        meta["notes"] = notes
+        with open(os.path.join(out_dir, "run_meta.json"), "w") as fh:
+            json.dump(meta, fh, indent=1, sort_keys=True)
+    cells = pq.read_table(os.path.join(out_dir, "results.parquet")).to_pylist()
+    _render(cells, out_dir, meta)
+    return out_dir
 
 
 if __name__ == "__main__":

@@ -42,6 +42,14 @@ def test_tiny_grid_end_to_end(tmp_path):
     assert "## The paper's claims beside our measurements" in report
     assert "MSE ratio MSS/SS" in report and "![mse_vs_epsilon.png](mse_vs_epsilon.png)" in report
     assert "privfreq evaluate --protocols mss,ss,grr,pgr" in report
+    assert "Wall time: WALL_SECONDS" not in report
+    # Re-render from the stored tables with a discussion section.
+    notes = tmp_path / "notes.md"
+    notes.write_text("Our discussion.")
+    evaluate.run(["--report-only", "--notes", str(notes), "--output", str(out)])
+    again = (out / "report.md").read_text()
+    assert "## Discussion" in again and "Our discussion." in again
+    assert again.split("## Discussion")[0].strip() == report.strip()
 
 
 def test_paper_preset_and_overrides(tmp_path):
