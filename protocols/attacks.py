@@ -19,6 +19,12 @@ scanning the domain (OUE, SUE, OLH, HR, PGR, RAPPOR) work in row chunks of
 | pgr | a uniform member of ``S_u ∩ [k]`` | exact given f, via two calls of the O(K·q·t) support-sum transform |
 | rappor | the MAP item: most Bloom bits of x set in the report, ties uniform | none (empirical only) |
 
+Caveat for MSS: the table's guess is SPEC §4's. The exact maximum-likelihood guess is uniform
+over the union of the residue classes of Z, which is the same thing only when every class of
+block j has the same size (m_j | k). Otherwise the two differ slightly, and we keep SPEC's guess
+because its closed form is the one the spec states. The tests check every other closed form
+against an enumerated Bayes optimum.
+
 Dispatch is by protocol id through ``ATTACKS``; an unknown id raises ``ValueError`` listing the
 valid ones.
 """
