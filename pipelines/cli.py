@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "encode": ("pipelines.encode", "randomize items (CSV/Parquet) into a report Avro file"),
     "aggregate": ("pipelines.aggregate", "Beam job: report Avro files -> estimates + summary"),
     "simulate": ("pipelines.simulate", "Beam job: synthetic reports -> estimates, MSE, plot"),
+    "audit": ("pipelines.audit", "lower-bound ε empirically from randomizer samples (privacy audit)"),
     "evaluate": ("pipelines.evaluate", "Beam job: protocols × k × ε × distributions grid -> MSE, bits, time, ASR report"),
 }
 
