@@ -105,6 +105,12 @@ def _build_with_totals(p, config, pattern, out_dir, prior, write_totals) -> None
         beam.pvalue.AsSingleton(stats), beam.pvalue.AsSingleton(extra), config_json, out_dir)
 
 
+def load_config(path: str) -> CollectionConfig:
+    """The collection config from a local path or any Beam filesystem (``gs://`` on Dataflow)."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return CollectionConfig.from_json(f.read().decode("utf-8"))
+
+
 def read_totals(paths: list[str], config: CollectionConfig) -> totals_lib.Totals | None:
     """Load and merge ``--totals-in`` files (any Beam filesystem); ``ValueError`` on a config
     mismatch, naming the file."""
@@ -140,7 +146,7 @@ def run(argv=None, save_main_session=True):
     parser.add_argument("--totals-out", default=None, metavar="PATH",
                         help="save the merged totals here (also written as DIR/totals.npz)")
     args, beam_args = parser.parse_known_args(argv)
-    config = CollectionConfig.load(args.config)
+    config = load_config(args.config)
     prior = read_totals(args.totals_in, config)  # fail fast, before any work
     options = common.pipeline_options(beam_args, save_main_session)
     with common.staged_output(args.output) as tmp:
