@@ -25,7 +25,10 @@ CONFIGS = [MSS_INDICES, MSS_BITMAP,
            CollectionConfig("rappor", {"k": 20, "epsilon": 1.0}),
            CollectionConfig("pgr", {"k": 20, "epsilon": 1.0})]
 VALID = {c.fingerprint: records_for(c, np.arange(40) % c.protocol.k, seed=1) for c in CONFIGS}
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI runs the same examples every time (a fixed seed, as for the statistical tests);
+# explore more with `pytest --hypothesis-seed=N` (seeds 1-11 × 60 examples ran clean).
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow])
 
 INT64 = st.integers(-2**63, 2**63 - 1)
 INT32 = st.integers(-2**31, 2**31 - 1)
@@ -45,7 +48,9 @@ def _mutations(config, avro_typed: bool):
     if not avro_typed:
         payload = st.one_of(payload, st.text(max_size=3), st.none(), st.integers())
     small_block = st.integers(-1, p.n_blocks)
-    small_seed = st.one_of(st.integers(-1, 3), st.just(p.seed_bound()), st.just(p.seed_bound() - 1))
+    bound = p.seed_bound()  # 2**63 for OLH: not an Avro long, so clipped for Avro-typed records
+    small_seed = st.one_of(st.integers(-1, 3), st.just(min(bound, 2**63 - 1) if avro_typed else bound),
+                           st.just(bound - 1))
     fields = {
         "config_fingerprint": st.one_of(st.just(config.fingerprint), text),
         "protocol": st.one_of(st.just(p.protocol_id), st.sampled_from(["mss", "grr", "ss"]), text),
@@ -172,7 +177,7 @@ def _known_bug(doc) -> str | None:
     return None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(doc=CONFIG_DOC)
 def test_config_from_json_structured(doc):
     assume(_known_bug(doc) is None)
@@ -188,7 +193,7 @@ def test_known_config_bugs(doc):
     _from_json_only_value_error(json.dumps(doc))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(text=st.one_of(st.text(max_size=50), JSON.map(json.dumps)))
 def test_config_from_json_arbitrary_text(text):
     _from_json_only_value_error(text)
