@@ -140,6 +140,9 @@ def protocol_ids() -> list[str]:
 def get_protocol_class(protocol_id: str) -> type["FrequencyProtocol"]:
     """The protocol class registered under ``protocol_id``; ``ValueError`` lists the valid ids."""
     _load_all()
+    if not isinstance(protocol_id, str):
+        raise ValueError(f"protocol: id must be a string, got {protocol_id!r}; "
+                         f"valid ids are {sorted(_REGISTRY)}")
     try:
         return _REGISTRY[protocol_id]
     except KeyError:
@@ -292,4 +295,10 @@ class FrequencyProtocol(ABC):
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown parameter(s) {sorted(unknown)}; "
                              f"valid are {sorted(names)}")
+        required = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                    if f.init and f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING}
+        missing = required - set(params)
+        if missing:
+            raise ValueError(f"{cls.__name__}: missing parameter(s) {sorted(missing)}")
         return cls(**params)

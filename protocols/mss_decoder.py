@@ -14,7 +14,7 @@ import time
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-from scipy.sparse.linalg import LinearOperator, cg, lsmr
+from scipy.sparse.linalg import LinearOperator, lsmr
 
 from protocols.base import Counts, Estimate
 
@@ -24,6 +24,7 @@ __all__ = [
     "covariance_diagonal",
     "decode",
     "exact_covariance",
+    "IllConditioned",
     "has_full_column_rank",
     "trace_inverse",
 ]
@@ -34,6 +35,12 @@ DENSE_LIMIT = 4096
 # Probes of the stochastic (Hutchinson / Bekas) estimators: relative error of the trace is about
 # sqrt(2/PROBES)·(off-diagonal mass of M^{-1}), which is small because M is well conditioned.
 PROBES = 32
+# CG iteration cap for rank/conditioning screens: CG needs about cond(M)^½·ln(2/rtol)/2 iterations,
+# i.e. ~70 at cond(A) = 10 and rtol = 1e-6; a design needing more than 150 is rejected.
+CG_MAXITER = 150
+# Lanczos restarts for extreme eigenvalues; no convergence of the smallest within it is read as
+# a (near-)singular matrix, i.e. an unusable design.
+EIGSH_MAXITER = 200
 LSMR_TOL = 1e-10  # atol = btol: relative residual tolerances of LSMR
 
 LSMR_STOP_REASONS = {
@@ -82,9 +89,10 @@ class Design:
             r = self.rows[j] - self.offsets[j]
             if v.ndim == 1:
                 s = np.bincount(r, weights=v, minlength=m)
-            else:
-                s = np.zeros((m, v.shape[1]))
-                np.add.at(s, r, v)
+            else:  # one bincount over (residue, column) pairs
+                cols = v.shape[1]
+                idx = (r[:, None] * cols + np.arange(cols)).ravel()
+                s = np.bincount(idx, weights=v.ravel(), minlength=m * cols).reshape(m, cols)
             out += w[j] * s[r]
         return out
 
@@ -102,13 +110,18 @@ class Design:
         return sum(w[j] * self.class_sizes[j][x % m] for j, m in enumerate(self.moduli))
 
 
+class IllConditioned(ValueError):
+    """The normal matrix is (numerically) singular: A lacks full column rank in practice."""
+
+
 @functools.lru_cache(maxsize=64)
 def has_full_column_rank(k: int, moduli: tuple[int, ...]) -> bool:
-    """Whether A has full column rank k.
+    """Whether A has full column rank k (numerically: reciprocal condition of AᵀA > 1e-12).
 
     Sufficient: two moduli with ``m_a + m_b − 1 >= k`` (their bipartite residue graph on k
-    consecutive integers is a forest, so those two blocks alone are independent). Otherwise the
-    smallest eigenvalue of ``AᵀA`` is checked numerically (dense up to DENSE_LIMIT, else Lanczos).
+    consecutive integers is a forest, so those two blocks alone are independent). Otherwise a
+    Cholesky factorisation with LAPACK's condition estimate (k <= DENSE_LIMIT), or a bounded CG
+    solve that only converges when ``AᵀA`` is nonsingular and reasonably conditioned.
     """
     mod = sorted(moduli)
     if len(mod) >= 2 and mod[-1] + mod[-2] - 1 >= k:
@@ -117,11 +130,34 @@ def has_full_column_rank(k: int, moduli: tuple[int, ...]) -> bool:
         return mod[0] >= k
     d = Design(k, tuple(moduli))
     w = np.ones(len(moduli))
-    if k <= DENSE_LIMIT:
-        lam_min = scipy.linalg.eigvalsh(d.normal_dense(w), subset_by_index=[0, 0])[0]
-    else:
-        lam_min = _extreme_eigenvalue(d, w, "SA")
-    return bool(lam_min > 1e-8)
+    try:
+        if k <= DENSE_LIMIT:
+            _dense_cholesky(d.normal_dense(w))
+        else:
+            _solve_many(d, w, 0.0, _probes(k)[:, :1], maxiter=CG_MAXITER)
+    except IllConditioned:
+        return False
+    return True
+
+
+def _dense_cholesky(m: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of SPD ``m``; ``IllConditioned`` if singular or rcond < 1e-12."""
+    chol, info = scipy.linalg.lapack.dpotrf(m, lower=1)
+    if info != 0:
+        raise IllConditioned("normal matrix is not positive definite")
+    rcond, info = scipy.linalg.lapack.dpocon(chol, np.abs(m).sum(axis=0).max(), uplo="L")
+    if info != 0 or rcond < 1e-12:
+        raise IllConditioned(f"normal matrix is numerically singular (rcond={rcond:.2e})")
+    return chol
+
+
+def _dense_inverse(m: np.ndarray) -> np.ndarray:
+    """``m^{-1}`` for SPD ``m`` via Cholesky (LAPACK potri)."""
+    chol = _dense_cholesky(m)
+    inv, info = scipy.linalg.lapack.dpotri(chol, lower=1)
+    if info != 0:
+        raise IllConditioned("Cholesky inverse failed")
+    return np.tril(inv) + np.tril(inv, -1).T
 
 
 def _normal_operator(d: Design, w: np.ndarray, ridge: float = 0.0) -> LinearOperator:
@@ -131,14 +167,20 @@ def _normal_operator(d: Design, w: np.ndarray, ridge: float = 0.0) -> LinearOper
 
 def _extreme_eigenvalue(d: Design, w: np.ndarray, which: str) -> float:
     from scipy.sparse.linalg import eigsh
+    from scipy.sparse.linalg import ArpackNoConvergence
     v0 = np.random.default_rng(0).standard_normal(d.k)
-    return float(eigsh(_normal_operator(d, w), k=1, which=which, v0=v0, tol=1e-6,
-                       return_eigenvectors=False)[0])
+    try:  # 1e-3 relative accuracy is plenty for a conditioning figure
+        return float(eigsh(_normal_operator(d, w), k=1, which=which, v0=v0, tol=1e-3,
+                           maxiter=EIGSH_MAXITER, return_eigenvectors=False)[0])
+    except ArpackNoConvergence:
+        if which == "SA":  # a slow-converging smallest eigenvalue means a cluster near 0
+            return 0.0
+        raise
 
 
 def condition_number(d: Design, w: np.ndarray) -> float:
     """``cond(W^{1/2} A) = sqrt(λmax/λmin)`` of the weighted normal matrix."""
-    if d.k <= DENSE_LIMIT:
+    if d.k <= 1024:  # dense eigenvalues cost k³: fine here, Lanczos is cheaper beyond
         ev = scipy.linalg.eigvalsh(d.normal_dense(w))
         lo, hi = ev[0], ev[-1]
     else:
@@ -146,22 +188,40 @@ def condition_number(d: Design, w: np.ndarray) -> float:
     return math.sqrt(hi / lo) if lo > 0 else math.inf
 
 
-def _solve_many(d: Design, w: np.ndarray, ridge: float, rhs: np.ndarray) -> np.ndarray:
-    """Solve ``(M + λI) X = rhs`` column by column with Jacobi-preconditioned CG."""
-    op = _normal_operator(d, w, ridge)
-    dinv = 1.0 / (d.normal_diagonal(w) + ridge)
-    pre = LinearOperator((d.k, d.k), matvec=lambda v: dinv * v, dtype=np.float64)
-    out = np.empty_like(rhs, dtype=np.float64)
-    for i in range(rhs.shape[1]):
-        sol, info = cg(op, rhs[:, i], rtol=1e-8, maxiter=10 * d.k, M=pre)
-        if info != 0:
-            raise RuntimeError(f"CG did not converge (info={info}); is A rank-deficient?")
-        out[:, i] = sol
-    return out
+def _solve_many(d: Design, w: np.ndarray, ridge: float, rhs: np.ndarray,
+                maxiter: int | None = None, rtol: float = 1e-8) -> np.ndarray:
+    """Solve ``(M + λI) X = rhs`` for all columns at once: Jacobi-preconditioned CG, vectorized
+    over columns (each column runs its own CG recurrence; one matmat per iteration).
+
+    CG needs about ``cond(A)·log(1/rtol)`` iterations; ``IllConditioned`` if it does not converge.
+    """
+    dinv = (1.0 / (d.normal_diagonal(w) + ridge))[:, None]
+    b = np.asarray(rhs, dtype=np.float64)
+    x = np.zeros_like(b)
+    r = b.copy()
+    z = dinv * r
+    p = z.copy()
+    rz = np.sum(r * z, axis=0)
+    target = rtol * np.linalg.norm(b, axis=0)
+    for _ in range(maxiter or 10 * d.k):
+        ap = d.normal_matvec(w, p) + ridge * p
+        alpha = rz / np.maximum(np.sum(p * ap, axis=0), np.finfo(float).tiny)
+        x += alpha * p
+        r -= alpha * ap
+        if np.all(np.linalg.norm(r, axis=0) <= target):
+            return x
+        z = dinv * r
+        rz_new = np.sum(r * z, axis=0)
+        p = z + (rz_new / np.maximum(rz, np.finfo(float).tiny)) * p
+        rz = rz_new
+    raise IllConditioned("CG did not converge: A is (nearly) rank-deficient or ill-conditioned")
 
 
 def _probes(k: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).choice([-1.0, 1.0], size=(k, PROBES))
+    """Rademacher probes; fewer for very large k, where the relative error of the trace estimate
+    (about sqrt(2/probes)·||offdiag(M^{-1})||_F / tr(M^{-1})) shrinks like 1/sqrt(k) anyway."""
+    probes = PROBES if k <= 16384 else PROBES // 4
+    return np.random.default_rng(seed).choice([-1.0, 1.0], size=(k, probes))
 
 
 def covariance_diagonal(d: Design, w: np.ndarray, ridge: float = 0.0) -> np.ndarray:
@@ -172,7 +232,7 @@ def covariance_diagonal(d: Design, w: np.ndarray, ridge: float = 0.0) -> np.ndar
     """
     if d.k <= DENSE_LIMIT:
         m = d.normal_dense(w)
-        s_inv = scipy.linalg.inv(m + ridge * np.eye(d.k), assume_a="pos")
+        s_inv = _dense_inverse(m + ridge * np.eye(d.k))
         cov = s_inv if ridge == 0 else s_inv @ m @ s_inv
         return np.diag(cov).copy()
     z = _probes(d.k)
@@ -182,13 +242,15 @@ def covariance_diagonal(d: Design, w: np.ndarray, ridge: float = 0.0) -> np.ndar
     return np.maximum((z * y).mean(axis=1), 0.0)
 
 
-def trace_inverse(d: Design, w: np.ndarray) -> float:
-    """``tr(M^{-1})``: exact for k <= DENSE_LIMIT, else Hutchinson with Rademacher probes."""
+def trace_inverse(d: Design, w: np.ndarray, maxiter: int | None = None) -> float:
+    """``tr(M^{-1})``: exact for k <= DENSE_LIMIT, else Hutchinson with Rademacher probes.
+
+    Raises ``IllConditioned`` when M is numerically singular (or CG exceeds ``maxiter``)."""
     if d.k <= DENSE_LIMIT:
-        ev = scipy.linalg.eigvalsh(d.normal_dense(w))
-        return float(np.sum(1.0 / ev))
+        return float(np.trace(_dense_inverse(d.normal_dense(w))))
     z = _probes(d.k)
-    return float(np.sum(z * _solve_many(d, w, 0.0, z)) / PROBES)
+    _solve_many(d, w, 0.0, z[:, :1], maxiter, rtol=1e-6)  # cheap screen: one probe converges?
+    return float(np.sum(z * _solve_many(d, w, 0.0, z, maxiter, rtol=1e-6)) / z.shape[1])
 
 
 def block_covariance(c, g: np.ndarray) -> np.ndarray:
@@ -220,7 +282,7 @@ def exact_covariance(mss, n: int, f: np.ndarray) -> np.ndarray:
     f = np.asarray(f, dtype=np.float64)
     w = mss.expected_weights(n)
     nj = n / mss.ell
-    s_inv = scipy.linalg.inv(d.normal_dense(w) + mss.ridge * np.eye(d.k), assume_a="pos")
+    s_inv = _dense_inverse(d.normal_dense(w) + mss.ridge * np.eye(d.k))
     meat = np.zeros((d.k, d.k))
     for j, c in enumerate(mss.blocks):
         r = d.rows[j] - d.offsets[j]
