@@ -1,0 +1,192 @@
+"""SPEC §6 checks for ModularSubsetSelection, its decoder and its parameter validation."""
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+from _baseline_contract import (assert_exact_privacy, assert_merge_contract, assert_sampler_matches,
+                                assert_unbiased_and_variance, assert_wire_round_trip)
+from protocols import mss_decoder
+from protocols.base import Reason
+from protocols.mss import ModularSubsetSelection as MSS
+from protocols.subset_selection import SubsetSelection
+
+
+@pytest.mark.parametrize("k,eps,moduli", [(6, 1.0, (3, 4)), (10, 0.4, (5, 7)), (12, 2.0, (4, 5, 7))])
+def test_exact_privacy(k, eps, moduli):
+    assert_exact_privacy(MSS(k, eps, moduli))
+
+
+def test_sampler_matches_distribution():
+    proto = MSS(10, 0.4, (5, 7))
+    assert_sampler_matches(proto, 8, lambda b: [(int(j), tuple(int(v) for v in r if v >= 0))
+                                                for j, r in zip(b.block, b.values)],
+                           60_000, seed=1)
+
+
+def test_unbiased_and_exact_variance():
+    # SPEC §6.3 for MSS: the empirical variance matches the exact sandwich covariance.
+    proto = MSS(20, 1.0, (11, 13))
+    counts = np.array([300, 200, 150, 100, 80, 60, 40, 30, 20, 10] + [5] * 10)
+    assert_unbiased_and_variance(proto, counts, runs=400, seed=2)
+
+
+def test_exact_covariance_reduces_to_inverse_normal_matrix_at_f_zero_limit():
+    # With uniform f the f-dependent terms are tiny: exact diag ≈ diag(M^{-1}) within 5%.
+    proto = MSS(64, 1.0, (37, 41))
+    f = np.full(64, 1 / 64)
+    exact = proto.variance(10_000, f)
+    simple = proto.variance(10_000)
+    np.testing.assert_allclose(exact, simple, rtol=0.05)
+
+
+def test_merge_contract():
+    items = np.random.default_rng(3).integers(0, 50, 4000)
+    assert_merge_contract(MSS(50, 1.0, (29, 31)), items, seed=4)
+
+
+@pytest.mark.parametrize("eps", [0.5, 4.0])   # bitmap and indices encodings
+def test_wire_round_trip(eps):
+    assert_wire_round_trip(MSS(300, eps, (151, 157, 163)), np.arange(900) % 300, seed=5)
+
+
+def test_residue_out_of_range_is_rejected():
+    proto = MSS(300, 4.0, (151, 157))     # indices, one byte each (m <= 256)
+    assert proto.blocks[0].encoding == "indices"
+    batch = proto.randomize(np.zeros(200, np.int64), np.random.default_rng(6))
+    raw = proto.encode_payloads(0, batch.values[batch.block == 0])
+    raw[0, 0] = 200                        # 200 >= m_0 = 151
+    _, reason = proto.decode_payloads(0, raw)
+    assert reason[0] == Reason.VALUE_OUT_OF_RANGE
+
+
+def test_reference_mse_ratios_of_spec():
+    # SPEC §2 reference points (k = 1024, ε = 1): MSE relative to SS on [k].
+    ss = SubsetSelection(1024, 1.0).predicted_mse(10_000)
+    for moduli, ratio in [((991, 1009), 1.06), ((859, 941, 1021), 1.08), ((557, 761), 2.1)]:
+        got = MSS(1024, 1.0, moduli).predicted_mse(10_000) / ss
+        assert abs(got - ratio) < 0.05 * ratio, (moduli, got)
+
+
+@pytest.mark.slow
+def test_mean_mse_matches_prediction_over_100_runs():
+    # Issue 2 "done when": 100 seeded runs, k = 1024, n = 1e4, ε = 1, mean MSE within 10% of the
+    # predicted (exact, at the true f) MSE. The relative sd of a 100-run mean MSE is ~0.5% here
+    # (each run averages 1024 near-independent squared errors), so 10% is > 15 sd: no false failure.
+    proto = MSS(1024, 1.0, (991, 1009))
+    f = np.arange(1, 1025.0) ** -1.1
+    counts = np.round(f / f.sum() * 10_000).astype(int)
+    counts[0] += 10_000 - counts.sum()
+    f = counts / 10_000
+    items = np.repeat(np.arange(1024), counts)
+    rng = np.random.default_rng(7)
+    mses = [np.mean((proto.estimate(proto.add_reports(proto.create_accumulator(),
+                                                      proto.randomize(items, rng))).frequencies
+                     - f) ** 2) for _ in range(100)]
+    predicted = proto.predicted_mse(10_000, f)
+    assert abs(np.mean(mses) / predicted - 1) < 0.10
+
+
+def test_decoder_diagnostics_and_stderr():
+    proto = MSS(200, 2.0, (101, 103))
+    acc = proto.add_reports(proto.create_accumulator(),
+                            proto.randomize(np.arange(20_000) % 200, np.random.default_rng(8)))
+    est = proto.estimate(acc)
+    d = est.diagnostics
+    assert d["full_column_rank"] and d["blocks_dropped"] == [] and d["iterations"] > 0
+    assert d["stop_code"] in (1, 2) and "stop_reason" in d
+    np.testing.assert_allclose(est.stderr ** 2, proto.variance(20_000), rtol=0.05)
+
+
+def test_lsmr_matches_normal_equations():
+    proto = MSS(60, 1.0, (31, 37))
+    acc = proto.add_reports(proto.create_accumulator(),
+                            proto.randomize(np.arange(6000) % 60, np.random.default_rng(9)))
+    d = proto.design
+    w = proto.block_weights(acc.n_block)
+    ghat = np.concatenate([(acc.counts[d.offsets[j]:d.offsets[j + 1]] / acc.n_block[j] - c.q)
+                           / (c.p - c.q) for j, c in enumerate(proto.blocks)])
+    a = d.matrix().toarray()
+    wrow = np.repeat(w, proto.moduli)
+    direct = np.linalg.solve(a.T @ (wrow[:, None] * a), a.T @ (wrow * ghat))
+    np.testing.assert_allclose(proto.estimate(acc).frequencies, direct, atol=1e-8)
+
+
+def test_empty_block_is_dropped_and_flagged():
+    proto = MSS(40, 1.0, (37, 41))   # 41 >= k: block 1 alone has full rank
+    batch = proto.randomize(np.arange(400) % 40, np.random.default_rng(10))
+    acc = proto.add_reports(proto.create_accumulator(), batch.take(batch.block == 1))
+    d = proto.estimate(acc).diagnostics
+    assert d["blocks_dropped"] == [0] and d["full_column_rank"]
+    acc0 = proto.add_reports(proto.create_accumulator(), batch.take(batch.block == 0))
+    est0 = proto.estimate(acc0)
+    assert not est0.diagnostics["full_column_rank"] and np.isinf(est0.stderr).all()
+
+
+def test_ridge_shrinks_and_keeps_stderr_finite():
+    proto = MSS(60, 1.0, (31, 37), ridge=1e3)
+    acc = proto.add_reports(proto.create_accumulator(),
+                            proto.randomize(np.zeros(3000, np.int64), np.random.default_rng(11)))
+    est = proto.estimate(acc)
+    unridged = MSS(60, 1.0, (31, 37)).estimate(acc)
+    assert abs(est.frequencies[0]) < abs(unridged.frequencies[0])
+    assert np.isfinite(est.stderr).all()
+
+
+def test_large_k_stochastic_variance_close_to_structure():
+    # k > DENSE_LIMIT takes the CG/Hutchinson path; compare with the exact path on the same design
+    # scaled down is impossible, so check the trace estimate against the diagonal estimate.
+    proto = MSS(5000, 2.0, (4999, 4993))
+    assert proto.k > mss_decoder.DENSE_LIMIT
+    diag = proto.variance(10_000)
+    mse = proto.predicted_mse(10_000)
+    assert abs(diag.mean() / mse - 1) < 0.05
+    ss = SubsetSelection(5000, 2.0).predicted_mse(10_000)
+    assert 1.0 < mse / ss < 1.1
+
+
+def test_pickle_drops_the_design_cache():
+    proto = MSS(100, 1.0, (53, 59))
+    _ = proto.design
+    state = pickle.dumps(proto)
+    clone = pickle.loads(state)
+    assert clone == proto and "design" not in clone.__dict__
+    assert len(state) < len(pickle.dumps(proto.design))
+
+
+@pytest.mark.parametrize("k,moduli,match", [
+    (100, (50, 60), "pairwise coprime"),
+    (1000, (7, 11), "product"),
+    (100, (11, 13), "sum"),
+    (100, (1, 101), "modulus"),
+    (100, (), "at least one"),
+    (100, "ab", "integer"),
+])
+def test_invalid_moduli_name_the_rule(k, moduli, match):
+    with pytest.raises(ValueError, match=match):
+        MSS(k, 1.0, moduli)
+
+
+@pytest.mark.parametrize("k,moduli", [(8, (3, 5)), (5000, (2497, 2503))])
+def test_rank_check_detects_deficiency(k, moduli):
+    # Σm − ℓ + 1 = k − 1: one column too many, so A cannot have full column rank. The rank check
+    # must see it on its own (dense Cholesky path for small k, bounded CG for k > DENSE_LIMIT).
+    assert sum(moduli) - len(moduli) + 1 == k - 1
+    assert not mss_decoder.has_full_column_rank(k, moduli)
+    assert mss_decoder.has_full_column_rank(k - 1, moduli)
+
+
+@pytest.mark.parametrize("kwargs,match", [({"epsilon": 0}, "epsilon"), ({"k": 1}, "k"),
+                                          ({"ridge": -1.0}, "ridge")])
+def test_invalid_scalars(kwargs, match):
+    args = {"k": 10, "epsilon": 1.0, "moduli": (5, 7)} | kwargs
+    with pytest.raises(ValueError, match=match):
+        MSS(**args)
+
+
+def test_information_bits():
+    proto = MSS(1024, 1.0, (991, 1009))
+    expect = 1 + (math.ceil(math.log2(math.comb(991, proto.blocks[0].omega)))
+                  + math.ceil(math.log2(math.comb(1009, proto.blocks[1].omega)))) / 2
+    assert proto.information_bits() == expect
