@@ -32,7 +32,11 @@ def main(argv=None) -> int:
         return 0 if argv else 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
-    module.run(argv[1:])
+    try:
+        module.run(argv[1:])
+    except ValueError as e:  # configuration errors: a clear message, no traceback
+        print(f"privfreq {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
