@@ -21,6 +21,9 @@ SUBCOMMANDS = {
 
 
 def main(argv=None) -> int:
+    """Run a subcommand. As the console script (``argv=None``) a configuration ``ValueError``
+    prints one line and exits 2; called with an argv list, errors propagate to the caller."""
+    interactive = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
         width = max(map(len, SUBCOMMANDS), default=0)
@@ -35,6 +38,8 @@ def main(argv=None) -> int:
     try:
         module.run(argv[1:])
     except ValueError as e:  # configuration errors: a clear message, no traceback
+        if not interactive:
+            raise
         print(f"privfreq {argv[0]}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -178,3 +178,13 @@ def test_encode_rejects_out_of_domain_items(tmp_path):
 
 def test_unknown_subcommand():
     assert cli.main(["frobnicate"]) == 2
+
+
+def test_console_script_prints_config_errors_without_traceback(tmp_path):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "pipelines.cli", "config", "--protocol", "grr",
+                          "--k", "1", "--epsilon", "1", "--output", str(tmp_path / "c.json")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "k must be" in out.stderr and "Traceback" not in out.stderr
