@@ -6,6 +6,10 @@ Files (package data, version 1):
   ``block: int``, ``seed: long``, ``payload: bytes``.
 * ``dead_letter.avsc`` — one rejected input: ``raw: bytes``, ``source: string``,
   ``reason: string`` (``protocols.base.Reason`` name), ``reason_code: int``, ``message: string``.
+* reports may also be Parquet with :data:`REPORT_PARQUET_SCHEMA`: the same five fields
+  (``config_fingerprint: string``, ``protocol: string`` — both dictionary-encoded —,
+  ``block: int32``, ``seed: int64``, ``payload: binary``), none nullable. Readers accept any
+  integer type for ``block``/``seed`` and plain, large or dictionary strings/binaries.
 * estimates are Parquet with :data:`ESTIMATES_SCHEMA` (``item: int64``, ``estimate: float64``,
   ``stderr: float64``; a simulation adds ``true_frequency: float64``).
 
@@ -39,6 +43,7 @@ __all__ = [
     "DEAD_LETTER",
     "ESTIMATES_SCHEMA",
     "REPORT",
+    "REPORT_PARQUET_SCHEMA",
     "dead_letter_schema",
     "load_schema",
     "report_schema",
@@ -46,6 +51,17 @@ __all__ = [
 
 REPORT = "report"
 DEAD_LETTER = "dead_letter"
+
+# Parquet schema of report files (the columns of report.avsc, same names and meaning). The strings
+# are dictionary-encoded: a file holds one or a few distinct values, so readers compare them once
+# per batch. Columns may be appended (never removed or retyped), as for report.avsc.
+REPORT_PARQUET_SCHEMA = pa.schema([
+    pa.field("config_fingerprint", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+    pa.field("protocol", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+    pa.field("block", pa.int32(), nullable=False),
+    pa.field("seed", pa.int64(), nullable=False),
+    pa.field("payload", pa.binary(), nullable=False),
+])
 
 # Parquet schema of estimates.parquet. Extra columns may be appended (never removed or retyped).
 ESTIMATES_SCHEMA = pa.schema([

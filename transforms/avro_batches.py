@@ -1,24 +1,39 @@
 """Reading report files block-wise into numpy column batches (Beam-free, testable alone).
 
-``fastavro.block_reader`` hands us one Avro block at a time; records of consecutive blocks are
-gathered into a :class:`ReportColumns` of at most ``batch_rows`` reports, so Beam sees one element
-per batch instead of one per report. A file that cannot be decoded past some byte offset (truncated,
-corrupt, not Avro at all) yields its readable batches, then one final :class:`ReportColumns` whose
-``unreadable`` field carries the undecodable remainder; the parser turns it into exactly one dead
-letter with ``Reason.UNREADABLE_FILE`` and counts it as one read, one rejected.
+Avro (``schemas/report.avsc``) is read by our own container-format reader, so that a file can be
+read in byte ranges: the range ``[start, end)`` owns every block whose preceding sync marker starts
+in it, and a reader of a later range resynchronises on the first sync marker at or after ``start``
+(as Beam's ``AvroSource`` does). Reading a file in any number of ranges therefore gives exactly the
+records of reading it whole. Records of a block are decoded vectorized when the block is a run of
+records of one byte layout (what ``privfreq encode`` writes; checked byte-exactly per record),
+otherwise by ``fastavro`` record by record.
+
+Records are gathered into a :class:`ReportColumns` of at most ``batch_rows`` reports, so Beam sees
+one element per batch instead of one per report. A block that cannot be decoded (truncated, corrupt,
+unsupported codec) becomes an ``unreadable`` remainder: the bytes from the block up to the next
+sync marker (or the end of the file), which the parser turns into exactly one dead letter with
+``Reason.UNREADABLE_FILE`` (one read, one rejected); reading resumes at that sync marker, so a
+corrupt block in the middle of a file loses only its own records. A file whose header is unreadable
+(not Avro at all) is one unreadable remainder from byte 0.
+
+Parquet readers (``transforms/parquet_batches.py``) produce the same :class:`ReportColumns`.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
+import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 import fastavro
 import numpy as np
 
 import schemas
 
-__all__ = ["RAW_LIMIT", "ReportColumns", "Unreadable", "read_report_columns", "REPORT_FIELDS"]
+__all__ = ["AVRO_MAGIC", "RAW_LIMIT", "REPORT_FIELDS", "ReportColumns", "Unreadable",
+           "encode_report", "fast_path_ok", "read_avro_range", "read_report_columns"]
 
 # The undecodable remainder of a file kept in a dead letter is capped: the dead letter is for a
 # human to inspect, and a multi-GB corrupt tail must not become one multi-GB Avro record.
@@ -32,7 +47,14 @@ REPORT_FIELDS = {
     "seed": ("int", "long"),
     "payload": ("bytes",),
 }
+_FIELD_ORDER = tuple(REPORT_FIELDS)
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+AVRO_MAGIC = b"Obj\x01"
+SYNC_SIZE = 16
+# Rows checked per step of the vectorized layout run (bounds the work wasted on a run that ends).
+_RUN_CHUNK = 8192
+# A block whose layout runs are shorter than this on average is decoded by fastavro instead.
+_MIN_RUN = 8
 
 
 @dataclass
@@ -40,27 +62,46 @@ class Unreadable:
     """The part of a file from ``offset`` on that could not be decoded."""
 
     offset: int
-    raw: bytes        # at most RAW_LIMIT bytes of the remainder
+    raw: bytes        # at most RAW_LIMIT bytes of the unreadable region
     message: str
+
+
+def _object_array(values) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
 
 
 @dataclass
 class ReportColumns:
     """A batch of report records as columns, before validation.
 
-    Rows listed in ``malformed`` did not fit the report schema (missing or ill-typed fields);
-    their column entries are placeholders (``None``/0/``b""``).
+    The two string fields are dictionary-encoded (``*_values`` distinct values, ``*_codes`` one
+    int32 index per row), so a batch compares its few distinct strings once instead of every row.
+    Payloads are one flat ``uint8`` buffer with ``int64[n + 1]`` offsets (Arrow's binary layout).
+    Rows listed in ``malformed`` did not fit the report schema (missing, null or ill-typed fields);
+    their entries are placeholders (``None``/0/empty).
+
+    Row ``i`` is located (in dead letters) as ``source#(first_index + i)``, or, when ``segments``
+    is set (Avro), as ``source@<block byte offset>#<record in block>`` with the last segment
+    ``(row_start, block_offset, record_base)`` whose ``row_start <= i`` (row ``row_start`` is
+    record ``record_base`` of that block): a record's place must not depend on how the file was
+    split, and a byte-range reader cannot know how many records precede it.
     """
 
     source: str                  # file path
-    first_index: int             # record index (within the file) of row 0
-    fingerprint: np.ndarray      # object[n]: str | None
-    protocol: np.ndarray         # object[n]: str | None
+    first_index: int             # index of row 0 (without segments)
+    fp_values: np.ndarray        # object[d]: str | None
+    fp_codes: np.ndarray         # int32[n]
+    proto_values: np.ndarray     # object[e]: str | None
+    proto_codes: np.ndarray      # int32[n]
     block: np.ndarray            # int64[n]
     seed: np.ndarray             # int64[n]
-    payload: np.ndarray          # object[n]: bytes
+    payload_offsets: np.ndarray  # int64[n + 1]
+    payload_data: np.ndarray     # uint8[payload_offsets[-1]] (at least)
     malformed: dict[int, tuple[bytes, str]] = field(default_factory=dict)  # row -> (raw, message)
     unreadable: Unreadable | None = None
+    segments: list[tuple[int, int, int]] | None = None
 
     def __len__(self) -> int:
         return len(self.block)
@@ -70,16 +111,63 @@ class ReportColumns:
         """Inputs this batch accounts for: its records plus one for an unreadable remainder."""
         return len(self) + (self.unreadable is not None)
 
+    # Row-wise views, for dead letters and tests (not on the hot path).
+    @property
+    def fingerprint(self) -> np.ndarray:
+        return self.fp_values[self.fp_codes] if len(self) else np.empty(0, dtype=object)
+
+    @property
+    def protocol(self) -> np.ndarray:
+        return self.proto_values[self.proto_codes] if len(self) else np.empty(0, dtype=object)
+
+    def payload_bytes(self, i: int) -> bytes:
+        return self.payload_data[self.payload_offsets[i]:self.payload_offsets[i + 1]].tobytes()
+
+    @property
+    def payload(self) -> np.ndarray:
+        return _object_array(self.payload_bytes(i) for i in range(len(self)))
+
     def record(self, i: int) -> dict[str, Any]:
-        return {"config_fingerprint": self.fingerprint[i], "protocol": self.protocol[i],
+        return {"config_fingerprint": self.fp_values[self.fp_codes[i]],
+                "protocol": self.proto_values[self.proto_codes[i]],
                 "block": int(self.block[i]), "seed": int(self.seed[i]),
-                "payload": self.payload[i]}
+                "payload": self.payload_bytes(i)}
+
+    def locate(self, i: int) -> str:
+        """Where row ``i`` came from, independent of batching and splitting."""
+        if self.segments is None:
+            return f"{self.source}#{self.first_index + i}"
+        k = int(np.searchsorted([s[0] for s in self.segments], i, side="right")) - 1
+        start, offset, base = self.segments[k]
+        return f"{self.source}@{offset}#{base + i - start}"
+
+    def with_unreadable(self, unreadable: Unreadable) -> "ReportColumns":
+        return dataclasses.replace(self, unreadable=unreadable)
+
+    def slice(self, lo: int, hi: int) -> "ReportColumns":
+        """Rows ``[lo, hi)`` as a batch (column views; the unreadable remainder is not kept)."""
+        segments = None
+        if self.segments is not None:
+            segments = []
+            for start, offset, base in self.segments:
+                if start >= hi:
+                    break
+                if start <= lo:
+                    segments = [(0, offset, base + lo - start)]
+                else:
+                    segments.append((start - lo, offset, base))
+        offsets = self.payload_offsets[lo:hi + 1]
+        return ReportColumns(
+            self.source, self.first_index + lo, self.fp_values, self.fp_codes[lo:hi],
+            self.proto_values, self.proto_codes[lo:hi], self.block[lo:hi], self.seed[lo:hi],
+            offsets - offsets[0], self.payload_data[offsets[0]:offsets[-1]],
+            {i - lo: v for i, v in self.malformed.items() if lo <= i < hi}, None, segments)
 
     @classmethod
-    def from_records(cls, records: list[dict], source: str = "<memory>", first_index: int = 0,
+    def from_records(cls, records: list, source: str = "<memory>", first_index: int = 0,
                      fast: bool = False) -> "ReportColumns":
-        b = _Builder(source, first_index)
-        b.add(records, fast)
+        b = _Builder(source, first_index, with_segments=False)
+        b.add_records(records, fast)
         return b.flush()
 
 
@@ -103,6 +191,13 @@ def fast_path_ok(writer_schema: dict) -> bool:
                for name, ok in REPORT_FIELDS.items())
 
 
+def _layout_ok(writer_schema: dict) -> bool:
+    """True when the writer schema is exactly the report fields, in order (vectorized decoding)."""
+    if not fast_path_ok(writer_schema):
+        return False
+    return tuple(f["name"] for f in writer_schema["fields"]) == _FIELD_ORDER
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and _INT64_MIN <= v <= _INT64_MAX
 
@@ -122,114 +217,414 @@ def _check_record(rec) -> str | None:
     return None
 
 
+class _Dictionary:
+    """Distinct values -> codes, shared by the pieces of one batch."""
+
+    def __init__(self):
+        self.index: dict = {}
+
+    def code(self, value) -> int:
+        c = self.index.get(value)
+        if c is None:
+            c = self.index[value] = len(self.index)
+        return c
+
+    def codes(self, values: list) -> np.ndarray:
+        index = self.index
+        get = index.get
+        out = [get(v) for v in values]
+        if None in out:
+            out = [self.code(v) for v in values]
+        return np.array(out, dtype=np.int32).reshape(len(values))
+
+    def values(self) -> np.ndarray:
+        return _object_array(self.index)
+
+
 class _Builder:
-    def __init__(self, source: str, first_index: int):
+    """Accumulates pieces (column arrays) into ReportColumns of bounded size."""
+
+    def __init__(self, source: str, first_index: int, with_segments: bool):
         self.source = source
         self.first_index = first_index
+        self.with_segments = with_segments
         self._reset()
 
     def _reset(self):
-        self.fp, self.proto, self.block, self.seed, self.payload = [], [], [], [], []
+        self.n = 0
+        self.fp, self.proto = _Dictionary(), _Dictionary()
+        self.fp_codes, self.proto_codes, self.block, self.seed = [], [], [], []
+        self.lengths, self.data = [], []   # per piece: int64 payload lengths, uint8 buffer
         self.malformed: dict[int, tuple[bytes, str]] = {}
+        self.segments: list[tuple[int, int, int]] = []
 
     def __len__(self):
-        return len(self.block)
+        return self.n
 
-    def add(self, records: list, fast: bool) -> None:
+    def segment(self, block_offset: int, record_base: int = 0) -> None:
+        """Rows added from now on are records ``record_base, ...`` of the Avro block at
+        ``block_offset``."""
+        self.segments.append((self.n, block_offset, record_base))
+
+    def drop_block(self, block_offset: int) -> None:
+        """Forget the segment of a block that turned out unreadable (none of its rows were added)."""
+        if self.segments and self.segments[-1][1:] == (block_offset, 0) \
+                and self.segments[-1][0] == self.n:
+            self.segments.pop()
+
+    def add_batch(self, cols: ReportColumns) -> None:
+        """Add the rows of another batch (re-coding its strings into this builder's dictionaries)."""
+        if self.with_segments:
+            for start, offset, base in cols.segments or []:
+                self.segments.append((self.n + start, offset, base))
+        fp_map = np.array([self.fp.code(v) for v in cols.fp_values] or [0], dtype=np.int32)
+        pr_map = np.array([self.proto.code(v) for v in cols.proto_values] or [0], dtype=np.int32)
+        off = cols.payload_offsets
+        self.add_columns(fp_map[cols.fp_codes], pr_map[cols.proto_codes], cols.block, cols.seed,
+                         np.diff(off), cols.payload_data[off[0]:off[-1]], cols.malformed)
+
+    def add_columns(self, fp_codes, proto_codes, block, seed, lengths, data,
+                    malformed: dict | None = None) -> None:
+        """Add a piece: codes already from ``self.fp``/``self.proto``; ``data`` holds exactly the
+        concatenated payloads of the piece."""
+        if malformed:
+            for i, v in malformed.items():
+                self.malformed[self.n + i] = v
+        self.fp_codes.append(fp_codes)
+        self.proto_codes.append(proto_codes)
+        self.block.append(block)
+        self.seed.append(seed)
+        self.lengths.append(lengths)
+        self.data.append(data)
+        self.n += len(block)
+
+    def add_records(self, records: list, fast: bool) -> None:
+        """Add records decoded by fastavro (or given in memory); ill-fitting ones as malformed."""
+        malformed = {}
         if fast:  # writer schema guarantees every field and its type: column-wise extraction
-            self.fp += [r["config_fingerprint"] for r in records]
-            self.proto += [r["protocol"] for r in records]
-            self.block += [r["block"] for r in records]
-            self.seed += [r["seed"] for r in records]
-            self.payload += [r["payload"] for r in records]
-            return
-        for rec in records:
-            why = _check_record(rec)
-            if why is None:
-                self.fp.append(rec["config_fingerprint"])
-                self.proto.append(rec["protocol"])
-                self.block.append(rec["block"])
-                self.seed.append(rec["seed"])
-                self.payload.append(rec["payload"])
-            else:
-                self.malformed[len(self.block)] = (repr(rec).encode("utf-8", "replace"), why)
-                self.fp.append(None)
-                self.proto.append(None)
-                self.block.append(0)
-                self.seed.append(0)
-                self.payload.append(b"")
+            fps = [r["config_fingerprint"] for r in records]
+            protos = [r["protocol"] for r in records]
+            blocks = [r["block"] for r in records]
+            seeds = [r["seed"] for r in records]
+            payloads = [r["payload"] for r in records]
+        else:
+            fps, protos, blocks, seeds, payloads = [], [], [], [], []
+            for i, rec in enumerate(records):
+                why = _check_record(rec)
+                if why is None:
+                    fps.append(rec["config_fingerprint"])
+                    protos.append(rec["protocol"])
+                    blocks.append(rec["block"])
+                    seeds.append(rec["seed"])
+                    payloads.append(rec["payload"])
+                else:
+                    malformed[i] = (repr(rec).encode("utf-8", "replace"), why)
+                    fps.append(None)
+                    protos.append(None)
+                    blocks.append(0)
+                    seeds.append(0)
+                    payloads.append(b"")
+        n = len(records)
+        self.add_columns(self.fp.codes(fps), self.proto.codes(protos),
+                         np.array(blocks, dtype=np.int64).reshape(n),
+                         np.array(seeds, dtype=np.int64).reshape(n),
+                         np.fromiter(map(len, payloads), dtype=np.int64, count=n),
+                         np.frombuffer(b"".join(payloads), dtype=np.uint8), malformed)
 
     def flush(self, unreadable: Unreadable | None = None) -> ReportColumns:
-        n = len(self.block)
-        fp = np.empty(n, dtype=object)
-        fp[:] = self.fp
-        proto = np.empty(n, dtype=object)
-        proto[:] = self.proto
-        payload = np.empty(n, dtype=object)
-        payload[:] = self.payload
-        out = ReportColumns(self.source, self.first_index, fp, proto,
-                            np.array(self.block, dtype=np.int64).reshape(n),
-                            np.array(self.seed, dtype=np.int64).reshape(n),
-                            payload, self.malformed, unreadable)
+        def cat(parts, dtype):
+            if not parts:
+                return np.empty(0, dtype=dtype)
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+        n = self.n
+        lengths = cat(self.lengths, np.int64)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        out = ReportColumns(self.source, self.first_index, self.fp.values(),
+                            cat(self.fp_codes, np.int32), self.proto.values(),
+                            cat(self.proto_codes, np.int32), cat(self.block, np.int64),
+                            cat(self.seed, np.int64), offsets, cat(self.data, np.uint8),
+                            self.malformed, unreadable,
+                            list(self.segments) if self.with_segments else None)
         self.first_index += n
         self._reset()
         return out
 
+    def emit(self, batch_rows: int, final: bool = False) -> Iterator[ReportColumns]:
+        """Yield full batches of ``batch_rows`` (and, if ``final``, the rest); keep the rest."""
+        if self.n < batch_rows and not (final and self.n):
+            return
+        big = self.flush()
+        n = len(big)
+        full = n if final else n - n % batch_rows
+        for lo in range(0, full, batch_rows):
+            yield big.slice(lo, min(lo + batch_rows, full))
+        if full < n:
+            self.first_index = big.first_index
+            self.add_batch(big.slice(full, n))
+            self.first_index = big.first_index + full
 
-def _unreadable(fo: BinaryIO, offset: int, err: BaseException) -> Unreadable:
+
+# ----- Avro container format ---------------------------------------------------------------------
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag Avro long at ``buf[pos:]`` -> (value, next position); IndexError/ValueError if bad."""
+    shift = result = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+class _Header:
+    def __init__(self, meta: dict[str, bytes], sync: bytes, end: int, raw: bytes):
+        self.meta, self.sync, self.end, self.raw = meta, sync, end, raw
+        self.codec = meta.get("avro.codec", b"null").decode("ascii", "replace")
+        self.writer_schema = json.loads(meta["avro.schema"].decode("utf-8"))
+        self.parsed_schema = fastavro.parse_schema(self.writer_schema)
+        self.layout = _layout_ok(self.writer_schema)
+        self.fast = fast_path_ok(self.writer_schema)
+
+
+def _read_header(fo: BinaryIO) -> _Header:
+    """The container header (magic, metadata map, sync marker); raises on anything malformed."""
+    fo.seek(0)
+    buf = fo.read(1 << 16)
+    while True:
+        try:
+            if buf[:4] != AVRO_MAGIC:
+                raise ValueError("not an Avro object container file (bad magic)")
+            pos, meta = 4, {}
+            while True:
+                count, pos = _varint(buf, pos)
+                if count == 0:
+                    break
+                if count < 0:
+                    count = -count
+                    _, pos = _varint(buf, pos)  # block size in bytes, unused
+                for _ in range(count):
+                    n, pos = _varint(buf, pos)
+                    if n < 0 or pos + n > len(buf):
+                        raise IndexError
+                    key = buf[pos:pos + n].decode("utf-8")
+                    pos += n
+                    n, pos = _varint(buf, pos)
+                    if n < 0 or pos + n > len(buf):
+                        raise IndexError
+                    meta[key] = buf[pos:pos + n]
+                    pos += n
+            sync = buf[pos:pos + SYNC_SIZE]
+            if len(sync) != SYNC_SIZE:
+                raise IndexError
+            end = pos + SYNC_SIZE
+            return _Header(meta, sync, end, buf[:end])
+        except IndexError:
+            more = fo.read(max(len(buf), 1 << 16))
+            if not more:
+                raise EOFError("Avro header is truncated") from None
+            buf += more
+
+
+def _find_sync(fo: BinaryIO, sync: bytes, pos: int, size: int) -> int | None:
+    """Position of the first sync marker at or after ``pos``, or None."""
+    chunk = 1 << 20
+    while pos < size:
+        fo.seek(pos)
+        buf = fo.read(chunk + SYNC_SIZE - 1)
+        i = buf.find(sync)
+        if i >= 0:
+            return pos + i
+        if len(buf) < chunk + SYNC_SIZE - 1:
+            return None
+        pos += chunk
+    return None
+
+
+def _decompress(codec: str, data: bytes) -> bytes:
+    if codec == "null":
+        return data
+    if codec == "deflate":
+        return zlib.decompress(data, -15)
+    readers = getattr(getattr(fastavro, "read", None), "BLOCK_READERS", {})
+    if codec in readers and readers[codec] is not None:
+        return readers[codec](io.BytesIO(data)).read()
+    raise ValueError(f"unsupported Avro codec {codec!r}")
+
+
+def _varint_columns(m: np.ndarray, col: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(structure ok per row, zigzag-decoded int64 value) of a ``width``-byte varint at ``col``."""
+    v = m[:, col:col + width]
+    ok = v[:, width - 1] < 0x80
+    if width > 1:
+        ok &= (v[:, :width - 1] >= 0x80).all(axis=1)
+    u = np.zeros(len(m), dtype=np.uint64)
+    for i in range(width):
+        u |= (v[:, i] & 0x7F).astype(np.uint64) << np.uint64(7 * i)
+    value = ((u >> np.uint64(1)) ^ (np.uint64(0) - (u & np.uint64(1)))).view(np.int64)
+    return ok, value
+
+
+def _decode_layout_runs(data: bytes, count: int, b: _Builder) -> bool:
+    """Decode a block's records as runs of one byte layout, vectorized; False (builder untouched)
+    when the block is not made of such runs (then fastavro decodes it)."""
+    d = np.frombuffer(data, dtype=np.uint8)
+    pieces = []
+    pos = done = 0
+    while done < count:
+        if len(pieces) * _MIN_RUN > max(count, _MIN_RUN):
+            return False  # runs too short: the vectorized path would cost more than fastavro
+        # The first record of the run, decoded scalar: its field layout is the run's template.
+        try:
+            p = pos
+            n_fp, p = _varint(data, p)
+            fp_at = p
+            p += n_fp
+            n_pr, p = _varint(data, p)
+            pr_at = p
+            p += n_pr
+            head = p
+            _, p = _varint(data, p)
+            nb = p - head
+            _, p = _varint(data, p)
+            ns = p - head - nb
+            w, p = _varint(data, p)
+            npl = p - head - nb - ns
+            if min(n_fp, n_pr, w) < 0 or p + w > len(data) or max(nb, ns) > 9:
+                return False
+            fp = data[fp_at:fp_at + n_fp].decode("utf-8")
+            proto = data[pr_at:pr_at + n_pr].decode("utf-8")
+        except (IndexError, ValueError):
+            return False
+        length = p + w - pos
+        hdr = head - pos
+        m_rows = min(count - done, (len(data) - pos) // length)
+        run = 0
+        while run < m_rows:  # extend the run chunk by chunk; stop at the first misfit row
+            k = min(_RUN_CHUNK, m_rows - run)
+            start = pos + run * length
+            m = d[start:start + k * length].reshape(k, length)
+            ok = (m[:, :hdr] == d[pos:pos + hdr]).all(axis=1)
+            ok_b, _ = _varint_columns(m, hdr, nb)
+            ok_s, _ = _varint_columns(m, hdr + nb, ns)
+            ok_w, wv = _varint_columns(m, hdr + nb + ns, npl)
+            ok &= ok_b & ok_s & ok_w & (wv == w)
+            bad = np.flatnonzero(~ok)
+            run += k if not len(bad) else int(bad[0])
+            if len(bad):
+                break
+        if run == 0:
+            return False
+        m = d[pos:pos + run * length].reshape(run, length)
+        _, blocks = _varint_columns(m, hdr, nb)
+        _, seeds = _varint_columns(m, hdr + nb, ns)
+        pieces.append((fp, proto, blocks, seeds, w, m[:, length - w:]))
+        pos += run * length
+        done += run
+    if pos != len(data):
+        return False  # trailing bytes: not a well-formed block; let fastavro judge it
+    for fp, proto, blocks, seeds, w, payload in pieces:
+        k = len(blocks)
+        b.add_columns(np.full(k, b.fp.code(fp), dtype=np.int32),
+                      np.full(k, b.proto.code(proto), dtype=np.int32), blocks, seeds,
+                      np.full(k, w, dtype=np.int64), payload.reshape(-1))
+    return True
+
+
+def _decode_records(data: bytes, count: int, header: _Header) -> list:
+    """fastavro decoding of one block's records; raises unless exactly ``count`` fill the block."""
+    bio = io.BytesIO(data)
+    schema = header.parsed_schema
+    records = [fastavro.schemaless_reader(bio, schema, None) for _ in range(count)]
+    if bio.tell() != len(data):
+        raise ValueError(f"{len(data) - bio.tell()} bytes left after {count} records")
+    return records
+
+
+def _unreadable(fo: BinaryIO, offset: int, stop: int | None, err: BaseException) -> Unreadable:
     try:
         fo.seek(offset)
-        raw = fo.read(RAW_LIMIT)
-        more = len(fo.read(1)) > 0
+        want = RAW_LIMIT if stop is None else min(RAW_LIMIT, stop - offset)
+        raw = fo.read(want)
+        more = (len(fo.read(1)) > 0) if stop is None else stop - offset > RAW_LIMIT
     except Exception:  # noqa: BLE001  (the stream itself is broken: keep what we know)
         raw, more = b"", False
     note = f" (first {RAW_LIMIT} bytes kept)" if more else ""
-    return Unreadable(offset, raw, f"cannot decode from byte {offset}: "
+    upto = "the end of the file" if stop is None else f"the next sync marker at byte {stop}"
+    return Unreadable(offset, raw, f"cannot decode from byte {offset} to {upto}: "
                                    f"{type(err).__name__}: {err}{note}")
 
 
-def read_report_columns(fo: BinaryIO, source: str, batch_rows: int) -> Iterator[ReportColumns]:
-    """Column batches of at most ``batch_rows`` records from one seekable Avro stream.
+def _file_size(fo: BinaryIO) -> int:
+    fo.seek(0, io.SEEK_END)
+    return fo.tell()
 
-    Never raises on bad content: whatever cannot be decoded ends the file as ``unreadable``.
+
+def read_avro_range(fo: BinaryIO, source: str, batch_rows: int, start: int = 0,
+                    end: int | None = None) -> Iterator[ReportColumns]:
+    """Column batches of at most ``batch_rows`` records of the blocks owned by ``[start, end)``.
+
+    A block is owned by the range in which its preceding sync marker starts (the header's sync
+    marker for the first block); an unreadable header is owned by the range holding byte 0.
+    Never raises on bad content. ``fo`` must be seekable.
     """
     if batch_rows < 1:
-        raise ValueError(f"read_report_columns: batch_rows must be >= 1, got {batch_rows}")
-    builder = _Builder(source, 0)
+        raise ValueError(f"read_avro_range: batch_rows must be >= 1, got {batch_rows}")
+    size = _file_size(fo)
+    end = size if end is None else min(end, size)
+    builder = _Builder(source, 0, with_segments=True)
     try:
-        reader = fastavro.block_reader(fo)
-        fast = fast_path_ok(reader.writer_schema)
-        pos = fo.tell()
-        blocks = iter(reader)
+        header = _read_header(fo)
     except Exception as e:  # noqa: BLE001  (not Avro / broken header: the whole file is bad)
-        yield builder.flush(_unreadable(fo, 0, e))
+        if start <= 0 < max(end, 1):
+            yield builder.flush(_unreadable(fo, 0, None, e))
         return
-    while True:
+    marker = header.end - SYNC_SIZE
+    if marker < start:
+        marker = _find_sync(fo, header.sync, start, size)
+    while marker is not None and marker < end:
+        block_at = marker + SYNC_SIZE
+        if block_at >= size:
+            break  # the file ends with a sync marker: no more blocks
         try:
-            block = next(blocks)
-            records = list(block)
-            if len(records) != block.num_records:
-                raise EOFError(f"block at byte {block.offset} declares {block.num_records} "
-                               f"records, decoded {len(records)}")
-        except StopIteration:
-            break
-        except Exception as e:  # noqa: BLE001  (truncated/corrupt block: the rest is unreadable)
-            yield builder.flush(_unreadable(fo, pos, e))
-            return
-        pos = block.offset + block.size
-        # Split a large Avro block so that no batch exceeds batch_rows.
-        for start in range(0, len(records), batch_rows):
-            chunk = records[start:start + batch_rows]
-            room = batch_rows - len(builder)
-            builder.add(chunk[:room], fast)
-            if len(builder) >= batch_rows:
-                yield builder.flush()
-            if len(chunk) > room:
-                builder.add(chunk[room:], fast)
-                if len(builder) >= batch_rows:
-                    yield builder.flush()
-    if len(builder):
-        yield builder.flush()
+            fo.seek(block_at)
+            head = fo.read(20)
+            count, p = _varint(head, 0)
+            nbytes, p = _varint(head, p)
+            if count < 0 or nbytes < 0 or block_at + p + nbytes + SYNC_SIZE > size:
+                raise EOFError(f"block at byte {block_at} declares {count} records in {nbytes} "
+                               f"bytes, beyond the end of the file ({size} bytes)")
+            fo.seek(block_at + p)
+            raw = fo.read(nbytes + SYNC_SIZE)
+            if raw[nbytes:] != header.sync:
+                raise ValueError(f"block at byte {block_at} is not followed by the sync marker")
+            data = _decompress(header.codec, raw[:nbytes])
+            next_marker = block_at + p + nbytes
+            builder.segment(block_at)
+            if not (header.layout and _decode_layout_runs(data, count, builder)):
+                builder.add_records(_decode_records(data, count, header), header.fast)
+        except Exception as e:  # noqa: BLE001  (corrupt block: skip to the next sync marker)
+            builder.drop_block(block_at)
+            nxt = _find_sync(fo, header.sync, block_at, size)
+            yield from builder.emit(batch_rows, final=True)
+            yield builder.flush(_unreadable(fo, block_at, nxt, e))
+            marker = nxt
+            continue
+        yield from builder.emit(batch_rows)
+        marker = next_marker
+    yield from builder.emit(batch_rows, final=True)
+
+
+def read_report_columns(fo: BinaryIO, source: str, batch_rows: int) -> Iterator[ReportColumns]:
+    """Column batches of at most ``batch_rows`` records from one whole seekable Avro stream."""
+    if batch_rows < 1:
+        raise ValueError(f"read_report_columns: batch_rows must be >= 1, got {batch_rows}")
+    yield from read_avro_range(fo, source, batch_rows)
 
 
 def encode_report(record: dict) -> bytes:

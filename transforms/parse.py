@@ -61,22 +61,31 @@ def parse_columns(cols: ReportColumns, config: CollectionConfig
 
     if cols.malformed:
         reason[list(cols.malformed)] = Reason.MALFORMED_RECORD
-    reject(cols.fingerprint != config.fingerprint, Reason.FINGERPRINT_MISMATCH)
-    reject(cols.protocol != protocol.protocol_id, Reason.PROTOCOL_MISMATCH)
+    # The string fields are dictionary-encoded: compare the few distinct values once per batch,
+    # then gather the verdict per row (no per-row string comparison).
+    if len(cols.fp_values):
+        reject(~(cols.fp_values == config.fingerprint).astype(bool)[cols.fp_codes],
+               Reason.FINGERPRINT_MISMATCH)
+    if len(cols.proto_values):
+        reject(~(cols.proto_values == protocol.protocol_id).astype(bool)[cols.proto_codes],
+               Reason.PROTOCOL_MISMATCH)
     reject((cols.block < 0) | (cols.block >= nb), Reason.BLOCK_OUT_OF_RANGE)
     reject((cols.seed < 0) | (cols.seed >= protocol.seed_bound()), Reason.BAD_SEED)
-    widths = np.array([protocol.payload_width(j) for j in range(nb)], dtype=np.int64)
-    lengths = np.fromiter(map(len, cols.payload), dtype=np.int64, count=n)
-    expected = widths[np.clip(cols.block, 0, nb - 1)]
+    widths = _widths(protocol)
+    offsets = cols.payload_offsets
+    lengths = np.diff(offsets)
+    block = cols.block
+    in_range = (block >= 0) & (block < nb)
+    expected = widths[np.where(in_range, block, 0)]
     reject(lengths != expected, Reason.BAD_LENGTH)
 
     batches = []
-    for j in range(nb):
-        rows = np.nonzero((reason == Reason.OK) & (cols.block == j))[0]
+    ok = reason == Reason.OK
+    for j in (range(nb) if nb > 1 else (0,)):
+        rows = np.flatnonzero(ok & (block == j)) if nb > 1 else np.flatnonzero(ok)
         if not len(rows):
             continue
-        raw = np.frombuffer(b"".join(cols.payload[rows]), dtype=np.uint8).reshape(
-            len(rows), int(widths[j]))
+        raw = _payload_matrix(cols.payload_data, offsets, rows, int(widths[j]))
         values, why = protocol.decode_payloads(j, raw)
         why = np.asarray(why, dtype=np.int64)
         bad = why != Reason.OK
@@ -84,17 +93,19 @@ def parse_columns(cols: ReportColumns, config: CollectionConfig
             reason[rows[bad]] = why[bad]
             for i, w in zip(rows[bad].tolist(), why[bad].tolist()):
                 detail[i] = f"decode_payloads(block {j}) rejected the payload: {Reason(w).name}"
-        good = ~bad
-        if good.any():
-            batches.append(ReportBatch(cols.block[rows[good]], cols.seed[rows[good]],
-                                       values[good]))
+            good = ~bad
+            batches.append(ReportBatch(block[rows[good]], cols.seed[rows[good]], values[good]))
+        elif len(rows) == n:  # the whole batch is one block: no gathers
+            batches.append(ReportBatch(block, cols.seed, values))
+        else:
+            batches.append(ReportBatch(block[rows], cols.seed[rows], values))
 
     dead = []
     rejected: dict[str, int] = {}
     for i in np.nonzero(reason != Reason.OK)[0].tolist():
         r = int(reason[i])
         rejected[Reason(r).name] = rejected.get(Reason(r).name, 0) + 1
-        source = f"{cols.source}#{cols.first_index + i}"
+        source = cols.locate(i)
         if i in cols.malformed:
             raw, msg = cols.malformed[i]
             dead.append(_dead_letter(raw, source, r, msg))
@@ -114,6 +125,30 @@ def parse_columns(cols: ReportColumns, config: CollectionConfig
     stats = {"read": cols.n_read, "accepted": accepted, "rejected": rejected}
     assert accepted + len(dead) == cols.n_read  # internal invariant, not user-data validation
     return batches, dead, stats
+
+
+def _widths(protocol) -> np.ndarray:
+    """Payload width per block (cached on the protocol object: one list per batch adds up)."""
+    w = getattr(protocol, "_privfreq_widths", None)
+    if w is None:
+        w = np.array([protocol.payload_width(j) for j in range(protocol.n_blocks)], dtype=np.int64)
+        try:
+            object.__setattr__(protocol, "_privfreq_widths", w)
+        except (AttributeError, TypeError):  # slotted protocol: recompute each time
+            pass
+    return w
+
+
+def _payload_matrix(data: np.ndarray, offsets: np.ndarray, rows: np.ndarray,
+                    width: int) -> np.ndarray:
+    """``uint8[len(rows), width]`` payloads of ``rows`` (every one exactly ``width`` bytes)."""
+    start = int(offsets[rows[0]])
+    if int(offsets[rows[-1]]) - start == (len(rows) - 1) * width and \
+            int(rows[-1]) - int(rows[0]) == len(rows) - 1:  # consecutive rows: a view, no copy
+        return data[start:start + len(rows) * width].reshape(len(rows), width)
+    if width == 0:
+        return np.zeros((len(rows), 0), dtype=np.uint8)
+    return data[offsets[rows][:, None] + np.arange(width)]
 
 
 def _message(r: int, rec: dict, config: CollectionConfig, widths: np.ndarray) -> str:

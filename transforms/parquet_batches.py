@@ -1,0 +1,235 @@
+"""Reading Parquet report files (``schemas.REPORT_PARQUET_SCHEMA``) into column batches.
+
+Row groups are the unit of splitting: a reader is given a range of row-group indices, reads them
+batch by batch with pyarrow (the two string columns straight from their Parquet dictionaries, the
+payload column as Arrow's offsets + data buffers) and builds :class:`ReportColumns` without touching
+a row in Python. Locations are ``path#row`` (the file-wide row index, known from the footer).
+
+Hostile files never crash the job:
+
+* a file whose footer cannot be read (truncated, not Parquet) is one ``unreadable`` remainder
+  from byte 0; a row group that cannot be decoded is one ``unreadable`` remainder at its first
+  byte (its rows are unknown, so it counts as one read, one rejected);
+* a missing or wrongly typed column (e.g. ``block`` as text) makes every row of the file
+  ``malformed`` (one dead letter each, naming the column); a null in a row makes that row
+  ``malformed``; an integer beyond int64 (``uint64``) likewise.
+"""
+from __future__ import annotations
+
+from typing import BinaryIO, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from transforms.avro_batches import RAW_LIMIT, ReportColumns, Unreadable, _object_array
+
+__all__ = ["PARQUET_MAGIC", "read_parquet_range", "row_group_count"]
+
+PARQUET_MAGIC = b"PAR1"
+_STRINGS = ("config_fingerprint", "protocol")
+_INTS = ("block", "seed")
+_COLUMNS = ("config_fingerprint", "protocol", "block", "seed", "payload")
+
+
+def _unreadable(fo: BinaryIO, offset: int, err: BaseException, what: str) -> Unreadable:
+    try:
+        fo.seek(offset)
+        raw = fo.read(RAW_LIMIT)
+        more = len(fo.read(1)) > 0
+    except Exception:  # noqa: BLE001
+        raw, more = b"", False
+    note = f" (first {RAW_LIMIT} bytes kept)" if more else ""
+    return Unreadable(offset, raw, f"cannot read {what} from byte {offset}: "
+                                   f"{type(err).__name__}: {err}{note}")
+
+
+def row_group_count(fo: BinaryIO) -> int | None:
+    """Row groups of a Parquet file, or None when its footer cannot be read."""
+    try:
+        return pq.ParquetFile(fo).metadata.num_row_groups
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _type_problem(name: str, t: pa.DataType) -> str | None:
+    """Why column ``name`` of Arrow type ``t`` cannot hold the report field, or None."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if name in _STRINGS:
+        ok = pa.types.is_string(t) or pa.types.is_large_string(t)
+    elif name in _INTS:
+        ok = pa.types.is_integer(t)
+    else:
+        ok = (pa.types.is_binary(t) or pa.types.is_large_binary(t)
+              or pa.types.is_fixed_size_binary(t))
+    return None if ok else f"column {name!r} has type {t}, not a report {name} type"
+
+
+def _strings(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct values, int32 codes, null mask) of a string column chunk."""
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr)
+    nulls = _nulls(arr)
+    codes = arr.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    values = _object_array(arr.dictionary.to_pylist())
+    if not len(values):
+        values = _object_array([None])
+    return values, codes, nulls
+
+
+def _nulls(arr: pa.Array) -> np.ndarray | None:
+    if not arr.null_count:
+        return None
+    return arr.is_null().to_numpy(zero_copy_only=False)
+
+
+def _ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(int64 values, null mask, beyond-int64 mask) of an integer column chunk."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    nulls = _nulls(arr)
+    if nulls is not None:
+        arr = arr.fill_null(0)
+    v = arr.to_numpy(zero_copy_only=False)
+    big = None
+    if v.dtype == np.uint64:
+        big = v > np.uint64(np.iinfo(np.int64).max)
+        if not big.any():
+            big = None
+    return v.astype(np.int64, copy=False), nulls, big
+
+
+def _binary(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(int64 offsets[n + 1], uint8 data, null mask) of a binary column chunk (zero copy)."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    n = len(arr)
+    nulls = _nulls(arr)
+    if pa.types.is_fixed_size_binary(arr.type):
+        w = arr.type.byte_width
+        buf = arr.buffers()[1]
+        data = np.frombuffer(buf, dtype=np.uint8)[arr.offset * w:(arr.offset + n) * w] \
+            if buf is not None else np.empty(0, dtype=np.uint8)
+        offsets = np.arange(n + 1, dtype=np.int64) * w
+        if nulls is not None:  # a null slot still occupies w bytes: give it length 0
+            lengths = np.where(nulls, 0, w)
+            keep = np.repeat(~nulls, w)
+            data = data[keep]
+            offsets = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+        return offsets, data, nulls
+    off_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
+    _, off_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(off_buf, dtype=off_type)[arr.offset:arr.offset + n + 1] \
+        if off_buf is not None else np.zeros(n + 1, dtype=off_type)
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None \
+        else np.empty(0, dtype=np.uint8)
+    offsets = offsets.astype(np.int64)
+    if len(offsets) and offsets[0]:
+        data = data[offsets[0]:offsets[-1]]
+        offsets = offsets - offsets[0]
+    # Null slots have zero length in Arrow's binary layout: nothing to fix.
+    return offsets, data, nulls
+
+
+def _malformed_rows(batch: pa.RecordBatch, rows: np.ndarray, why: str | list[str]
+                    ) -> dict[int, tuple[bytes, str]]:
+    picked = batch.take(pa.array(rows)).to_pylist()
+    whys = [why] * len(rows) if isinstance(why, str) else why
+    return {int(i): (repr(rec).encode("utf-8", "replace"), w)
+            for i, rec, w in zip(rows.tolist(), picked, whys)}
+
+
+def _columns(batch: pa.RecordBatch, source: str, first: int,
+             schema_problem: str | None) -> ReportColumns:
+    n = batch.num_rows
+    if schema_problem is not None:  # every row is malformed: placeholders + one dead letter each
+        none = _object_array([None])
+        zeros32, zeros = np.zeros(n, dtype=np.int32), np.zeros(n, dtype=np.int64)
+        return ReportColumns(source, first, none, zeros32, none, zeros32, zeros, zeros.copy(),
+                             np.zeros(n + 1, dtype=np.int64), np.empty(0, dtype=np.uint8),
+                             _malformed_rows(batch, np.arange(n), schema_problem))
+    fp_values, fp_codes, fp_null = _strings(batch.column("config_fingerprint"))
+    pr_values, pr_codes, pr_null = _strings(batch.column("protocol"))
+    block, b_null, b_big = _ints(batch.column("block"))
+    seed, s_null, s_big = _ints(batch.column("seed"))
+    offsets, data, p_null = _binary(batch.column("payload"))
+    problems = [(fp_null, "field 'config_fingerprint' is null"),
+                (pr_null, "field 'protocol' is null"),
+                (b_null, "field 'block' is null"), (b_big, "field 'block' is beyond int64"),
+                (s_null, "field 'seed' is null"), (s_big, "field 'seed' is beyond int64"),
+                (p_null, "field 'payload' is null")]
+    malformed = {}
+    if any(m is not None for m, _ in problems):
+        why = np.full(n, "", dtype=object)
+        for mask, text in reversed(problems):  # first problem in field order wins
+            if mask is not None:
+                why[mask] = text
+        rows = np.flatnonzero(why != "")
+        malformed = _malformed_rows(batch, rows, why[rows].tolist())
+        block = block.copy()
+        seed = seed.copy()
+        block[rows] = 0
+        seed[rows] = 0
+    return ReportColumns(source, first, fp_values, fp_codes, pr_values, pr_codes, block, seed,
+                         offsets, data, malformed)
+
+
+def _row_group_offset(md, i: int) -> int:
+    rg = md.row_group(i)
+    starts = []
+    for c in range(rg.num_columns):
+        col = rg.column(c)
+        starts.append(col.dictionary_page_offset if col.has_dictionary_page
+                      else col.data_page_offset)
+    return int(min(starts)) if starts else 0
+
+
+def read_parquet_range(fo: BinaryIO, source: str, batch_rows: int, first_group: int = 0,
+                       end_group: int | None = None) -> Iterator[ReportColumns]:
+    """Column batches of at most ``batch_rows`` rows of row groups ``[first_group, end_group)``.
+
+    Never raises on bad content. An unreadable footer is reported by the range starting at row
+    group 0 only, so a file read in several ranges still gives one dead letter for it.
+    """
+    if batch_rows < 1:
+        raise ValueError(f"read_parquet_range: batch_rows must be >= 1, got {batch_rows}")
+    try:
+        pf = pq.ParquetFile(fo, read_dictionary=list(_STRINGS))
+        md = pf.metadata
+        arrow_schema = pf.schema_arrow
+    except Exception as e:  # noqa: BLE001  (truncated / not Parquet: the whole file is bad)
+        if first_group == 0:
+            yield ReportColumns.from_records([], source).with_unreadable(
+                _unreadable(fo, 0, e, "the Parquet footer"))
+        return
+    end_group = md.num_row_groups if end_group is None else min(end_group, md.num_row_groups)
+    names = arrow_schema.names
+    missing = [c for c in _COLUMNS if c not in names]
+    problem = (f"column {missing[0]!r} is missing (columns: {names})" if missing else None)
+    if problem is None:
+        for c in _COLUMNS:
+            problem = _type_problem(c, arrow_schema.field(c).type)
+            if problem:
+                break
+    columns = [c for c in _COLUMNS if c in names] if problem else list(_COLUMNS)
+    first = sum(md.row_group(i).num_rows for i in range(first_group))
+    for g in range(first_group, end_group):
+        rows_g = md.row_group(g).num_rows
+        try:
+            it = pf.iter_batches(batch_size=batch_rows, row_groups=[g], columns=columns or None,
+                                 use_threads=False)
+            done = 0
+            for batch in it:
+                if batch.num_rows:
+                    yield _columns(batch, source, first + done, problem)
+                done += batch.num_rows
+            if done != rows_g:
+                raise ValueError(f"row group {g} declares {rows_g} rows, decoded {done}")
+        except Exception as e:  # noqa: BLE001  (corrupt row group: one dead letter for its rest)
+            yield ReportColumns.from_records([], source, first + done).with_unreadable(
+                _unreadable(fo, _row_group_offset(md, g), e, f"row group {g} (rows "
+                            f"{first + done}..{first + rows_g - 1})"))
+        first += rows_g
