@@ -3,6 +3,7 @@
 Local (in-process FnApiRunner, offline)::
 
     privfreq aggregate --config config.json --input 'reports*.avro' --output out/agg
+    privfreq aggregate --config config.json --input 'reports*.parquet' --output out/agg
 
 Dataflow (any Beam runner flag passes through)::
 
@@ -139,7 +140,10 @@ def _publish_totals(src: str, dst: str) -> None:
 def run(argv=None, save_main_session=True):
     parser = argparse.ArgumentParser(prog="privfreq aggregate", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="collection config JSON")
-    parser.add_argument("--input", required=True, help="report file pattern (Avro, report.avsc)")
+    parser.add_argument("--input", required=True,
+                        help="report file pattern: Avro (report.avsc) and/or Parquet "
+                             "(schemas.REPORT_PARQUET_SCHEMA), by extension or content; large "
+                             "files are read in parallel splits")
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--totals-in", nargs="+", default=[], metavar="PATH",
                         help="earlier totals (.npz) of the same config to add before decoding")

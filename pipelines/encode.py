@@ -133,6 +133,14 @@ def _avro_string(text: str) -> bytes:
     return _scalar_varint(len(data)) + data
 
 
+def _row_chunks(pieces, row_bytes, target: int):
+    """Pieces cut into runs of at most ``target`` bytes (``row_bytes(width)`` per row)."""
+    for j, seeds, payload in pieces:
+        step = max(1, target // max(1, row_bytes(payload.shape[1])))
+        for lo in range(0, len(seeds), step):
+            yield j, seeds[lo:lo + step], payload[lo:lo + step]
+
+
 def _avro_records(prefix: bytes, j: int, seeds: np.ndarray, payload: np.ndarray) -> bytes:
     """The report.avsc binary records of one piece, concatenated (vectorized)."""
     n, width = payload.shape
@@ -176,7 +184,7 @@ def write_avro_reports(fo: BinaryIO, config: CollectionConfig, pieces, codec: st
             data = c.compress(data) + c.flush()
         fo.write(_scalar_varint(count) + _scalar_varint(len(data)) + data + sync)
 
-    for j, seeds, payload in pieces:
+    for j, seeds, payload in _row_chunks(pieces, lambda w: len(prefix) + 14 + w, block_bytes):
         if not len(seeds):
             continue
         chunk = _avro_records(prefix, j, seeds, payload)
@@ -228,12 +236,12 @@ def write_parquet_reports(path: str, config: CollectionConfig, pieces,
         writer.write_table(table, row_group_size=max(n, 1))
 
     with pq.ParquetWriter(path, schemas.REPORT_PARQUET_SCHEMA) as writer:
-        for j, seeds, payload in pieces:
+        for j, seeds, payload in _row_chunks(pieces, lambda w: w + 16, row_group_bytes):
             if not len(seeds):
                 continue
             pending.append((j, seeds, payload))
             rows += len(seeds)
-            size += payload.size + 16
+            size += payload.size + 16 * len(seeds)
             total += len(seeds)
             if size >= row_group_bytes or rows >= MAX_ROW_GROUP_ROWS:
                 flush(writer)
