@@ -25,7 +25,7 @@ import io
 import json
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import fastavro
 import numpy as np
@@ -52,7 +52,7 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 AVRO_MAGIC = b"Obj\x01"
 SYNC_SIZE = 16
 # Rows checked per step of the vectorized layout run (bounds the work wasted on a run that ends).
-_RUN_CHUNK = 8192
+_RUN_CHUNK = 1 << 16
 # A block whose layout runs are shorter than this on average is decoded by fastavro instead.
 _MIN_RUN = 8
 
@@ -457,29 +457,41 @@ def _decompress(codec: str, data: bytes) -> bytes:
     raise ValueError(f"unsupported Avro codec {codec!r}")
 
 
-def _varint_columns(m: np.ndarray, col: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(structure ok per row, zigzag-decoded int64 value) of a ``width``-byte varint at ``col``."""
-    v = m[:, col:col + width]
-    ok = v[:, width - 1] < 0x80
-    if width > 1:
-        ok &= (v[:, :width - 1] >= 0x80).all(axis=1)
+def _varint_ok(m: np.ndarray, col: int, width: int) -> np.ndarray:
+    """Per row: the ``width`` bytes at ``col`` are one varint (continuation bits 1...1 0)."""
+    ok = m[:, col + width - 1] < 0x80
+    for i in range(width - 1):
+        ok &= m[:, col + i] >= 0x80
+    return ok
+
+
+def _varint_values(m: np.ndarray, col: int, width: int) -> np.ndarray:
+    """Zigzag-decoded int64 values of the ``width``-byte varints at ``col`` (structure checked)."""
+    if width == 1:  # the common case (small blocks, seed 0): no uint64 arithmetic
+        b = m[:, col].astype(np.int64)
+        return (b >> 1) ^ -(b & 1)
     u = np.zeros(len(m), dtype=np.uint64)
     for i in range(width):
-        u |= (v[:, i] & 0x7F).astype(np.uint64) << np.uint64(7 * i)
-    value = ((u >> np.uint64(1)) ^ (np.uint64(0) - (u & np.uint64(1)))).view(np.int64)
-    return ok, value
+        u |= (m[:, col + i] & 0x7F).astype(np.uint64) << np.uint64(7 * i)
+    return ((u >> np.uint64(1)) ^ (np.uint64(0) - (u & np.uint64(1)))).view(np.int64)
 
 
 def _decode_layout_runs(data: bytes, count: int, b: _Builder) -> bool:
     """Decode a block's records as runs of one byte layout, vectorized; False (builder untouched)
-    when the block is not made of such runs (then fastavro decodes it)."""
+    when the block is not made of such runs (then fastavro decodes it).
+
+    A run's template is its first record, decoded scalar: field offsets, varint widths, the bytes
+    of the two strings and of the payload length. A following row of the same length belongs to
+    the run iff its string and payload-length bytes equal the template's and its block and seed
+    bytes are each one varint of the template's width -- then, by the Avro grammar, it is exactly
+    one record of that length, so the run's records start every ``length`` bytes.
+    """
     d = np.frombuffer(data, dtype=np.uint8)
     pieces = []
     pos = done = 0
     while done < count:
         if len(pieces) * _MIN_RUN > max(count, _MIN_RUN):
             return False  # runs too short: the vectorized path would cost more than fastavro
-        # The first record of the run, decoded scalar: its field layout is the run's template.
         try:
             p = pos
             n_fp, p = _varint(data, p)
@@ -502,28 +514,31 @@ def _decode_layout_runs(data: bytes, count: int, b: _Builder) -> bool:
         except (IndexError, ValueError):
             return False
         length = p + w - pos
-        hdr = head - pos
+        hdr = head - pos                      # string bytes: [0, hdr)
+        wc = hdr + nb + ns                    # payload-length varint: [wc, wc + npl)
+        t_hdr, t_w = d[pos:pos + hdr], d[pos + wc:pos + wc + npl]
         m_rows = min(count - done, (len(data) - pos) // length)
         run = 0
         while run < m_rows:  # extend the run chunk by chunk; stop at the first misfit row
             k = min(_RUN_CHUNK, m_rows - run)
             start = pos + run * length
             m = d[start:start + k * length].reshape(k, length)
-            ok = (m[:, :hdr] == d[pos:pos + hdr]).all(axis=1)
-            ok_b, _ = _varint_columns(m, hdr, nb)
-            ok_s, _ = _varint_columns(m, hdr + nb, ns)
-            ok_w, wv = _varint_columns(m, hdr + nb + ns, npl)
-            ok &= ok_b & ok_s & ok_w & (wv == w)
-            bad = np.flatnonzero(~ok)
-            run += k if not len(bad) else int(bad[0])
-            if len(bad):
-                break
+            if ((m[:, :hdr] == t_hdr).all() and (m[:, wc:wc + npl] == t_w).all()
+                    and _varint_ok(m, hdr, nb).all() and _varint_ok(m, hdr + nb, ns).all()):
+                run += k  # the common case: one verdict for the chunk, no per-row reduction
+                continue
+            ok = _varint_ok(m, hdr, nb) & _varint_ok(m, hdr + nb, ns)
+            for i in range(hdr):
+                ok &= m[:, i] == t_hdr[i]
+            for i in range(npl):
+                ok &= m[:, wc + i] == t_w[i]
+            run += int(np.argmin(ok)) if not ok.all() else k
+            break
         if run == 0:
             return False
         m = d[pos:pos + run * length].reshape(run, length)
-        _, blocks = _varint_columns(m, hdr, nb)
-        _, seeds = _varint_columns(m, hdr + nb, ns)
-        pieces.append((fp, proto, blocks, seeds, w, m[:, length - w:]))
+        pieces.append((fp, proto, _varint_values(m, hdr, nb), _varint_values(m, hdr + nb, ns),
+                       w, m[:, length - w:]))
         pos += run * length
         done += run
     if pos != len(data):
