@@ -24,6 +24,11 @@ __all__ = [
     "covariance_diagonal",
     "decode",
     "exact_covariance",
+    "ExceedsBound",
+    "probe_count",
+    "residue_sums",
+    "spread_add",
+    "trace_inverse_estimate",
     "IllConditioned",
     "has_full_column_rank",
     "trace_inverse",
@@ -55,21 +60,58 @@ LSMR_STOP_REASONS = {
 }
 
 
+def residue_sums(v: np.ndarray, m: int) -> np.ndarray:
+    """``s[r] = Σ_{x ≡ r (mod m)} v[x]`` for ``v`` of shape ``[k]`` or ``[k, s]`` (i.e. ``A_j v``).
+
+    Items ``0..k−1`` fill ``⌊k/m⌋`` whole rows of a ``[⌊k/m⌋, m]`` table plus a partial row, so the
+    sum is one contiguous reduction: O(k·s) time, no index arrays, O(m·s) extra memory.
+    """
+    k = v.shape[0]
+    q, rem = divmod(k, m)
+    if q:
+        s = v[:q * m].reshape((q, m) + v.shape[1:]).sum(axis=0)
+    else:
+        s = np.zeros((m,) + v.shape[1:])
+    if rem:
+        s[:rem] += v[q * m:]
+    return s
+
+
+def spread_add(out: np.ndarray, s: np.ndarray, m: int, scale: float = 1.0) -> None:
+    """``out[x] += scale · s[x mod m]`` in place (i.e. ``out += scale · A_jᵀ s``), O(k·s)."""
+    k = out.shape[0]
+    q, rem = divmod(k, m)
+    if q:
+        out[:q * m].reshape((q, m) + out.shape[1:])[...] += scale * s
+    if rem:
+        out[q * m:] += scale * s[:rem]
+
+
 class Design:
-    """The MSS design matrix for ``(k, moduli)`` in CSR form plus residue-class sizes."""
+    """The MSS design matrix for ``(k, moduli)``, applied by structure, plus residue-class sizes.
+
+    ``A_j v`` is a residue-class sum and ``A_jᵀ u`` a periodic repetition (``residue_sums`` and
+    ``spread_add``), so every product costs O(k·ℓ) per vector with contiguous memory access and no
+    stored indices; ``matrix()`` builds the explicit CSR form (O(kℓ) memory) only when asked.
+    """
 
     def __init__(self, k: int, moduli: tuple[int, ...]):
         self.k = k
-        self.moduli = tuple(moduli)
+        self.moduli = tuple(int(m) for m in moduli)
         self.offsets = np.concatenate([[0], np.cumsum(self.moduli)]).astype(np.int64)
-        x = np.arange(k, dtype=np.int64)
-        # rows[j, x] = offset_j + x mod m_j
-        self.rows = np.stack([o + x % m for o, m in zip(self.offsets, self.moduli)])
-        self.class_sizes = [np.bincount(x % m, minlength=m) for m in self.moduli]
+        # |{x < k : x ≡ r (mod m)}| = ⌊k/m⌋ + [r < k mod m]
+        self.class_sizes = [np.full(m, k // m, dtype=np.int64) + (np.arange(m) < k % m)
+                            for m in self.moduli]
 
     @property
     def n_rows(self) -> int:
         return int(self.offsets[-1])
+
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """``int64[ℓ, k]``: ``rows[j, x] = offset_j + x mod m_j`` (built on first use)."""
+        x = np.arange(self.k, dtype=np.int64)
+        return np.stack([o + x % m for o, m in zip(self.offsets, self.moduli)])
 
     def matrix(self, row_scale: np.ndarray | None = None, blocks=None) -> sp.csr_matrix:
         """``diag(row_scale) A`` restricted to ``blocks`` (default: all), as CSR."""
@@ -80,20 +122,31 @@ class Design:
         a = sp.csr_matrix((data, (rows, cols)), shape=(self.n_rows, self.k))
         return a
 
+    def forward(self, v: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+        """``diag(scale_j) A v`` (``scale`` per block; blocks with scale 0 give zero rows)."""
+        out = np.zeros((self.n_rows,) + v.shape[1:])
+        for j, m in enumerate(self.moduli):
+            sj = 1.0 if scale is None else scale[j]
+            if sj != 0:
+                out[self.offsets[j]:self.offsets[j + 1]] = sj * residue_sums(v, m)
+        return out
+
+    def adjoint(self, u: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+        """``Aᵀ diag(scale_j) u``."""
+        out = np.zeros((self.k,) + u.shape[1:])
+        for j, m in enumerate(self.moduli):
+            sj = 1.0 if scale is None else scale[j]
+            if sj != 0:
+                spread_add(out, u[self.offsets[j]:self.offsets[j + 1]], m, sj)
+        return out
+
     def normal_matvec(self, w: np.ndarray, v: np.ndarray) -> np.ndarray:
         """``M v = Σ_j w_j A_jᵀ(A_j v)``, O(k·ℓ) per vector; ``v`` may be ``[k]`` or ``[k, s]``."""
-        out = np.zeros_like(v, dtype=np.float64)
+        v = np.asarray(v, dtype=np.float64)
+        out = np.zeros_like(v)
         for j, m in enumerate(self.moduli):
-            if w[j] == 0:
-                continue
-            r = self.rows[j] - self.offsets[j]
-            if v.ndim == 1:
-                s = np.bincount(r, weights=v, minlength=m)
-            else:  # one bincount over (residue, column) pairs
-                cols = v.shape[1]
-                idx = (r[:, None] * cols + np.arange(cols)).ravel()
-                s = np.bincount(idx, weights=v.ravel(), minlength=m * cols).reshape(m, cols)
-            out += w[j] * s[r]
+            if w[j] != 0:
+                spread_add(out, residue_sums(v, m), m, w[j])
         return out
 
     def normal_dense(self, w: np.ndarray) -> np.ndarray:
@@ -104,10 +157,14 @@ class Design:
             out += w[j] * (x[:, None] % m == x[None, :] % m)
         return out
 
-    def normal_diagonal(self, w: np.ndarray) -> np.ndarray:
-        """``diag(M)[x] = Σ_j w_j |class of x mod m_j|``."""
-        x = np.arange(self.k)
-        return sum(w[j] * self.class_sizes[j][x % m] for j, m in enumerate(self.moduli))
+    def normal_row_sums(self, w: np.ndarray) -> np.ndarray:
+        """``(M 1)[x] = Σ_j w_j |class of x mod m_j|`` (the diagonal itself is the constant
+        ``Σ_j w_j``); the CG preconditioner."""
+        out = np.zeros(self.k)
+        for j, m in enumerate(self.moduli):
+            if w[j] != 0:
+                spread_add(out, self.class_sizes[j].astype(np.float64), m, w[j])
+        return out
 
 
 class IllConditioned(ValueError):
@@ -134,7 +191,7 @@ def has_full_column_rank(k: int, moduli: tuple[int, ...]) -> bool:
         if k <= DENSE_LIMIT:
             _dense_cholesky(d.normal_dense(w))
         else:
-            _solve_many(d, w, 0.0, _probes(k)[:, :1], maxiter=CG_MAXITER)
+            _solve_many(d, w, 0.0, _probes(k, 1), maxiter=CG_MAXITER)
     except IllConditioned:
         return False
     return True
@@ -188,69 +245,130 @@ def condition_number(d: Design, w: np.ndarray) -> float:
     return math.sqrt(hi / lo) if lo > 0 else math.inf
 
 
+class ExceedsBound(Exception):
+    """A CG solve was stopped because its running lower bound on ``Σ_i b_iᵀ M^{-1} b_i`` passed
+    the caller's threshold (``lower`` holds the bound reached)."""
+
+    def __init__(self, lower: float):
+        super().__init__(f"quadratic form exceeds the bound (>= {lower:.6g})")
+        self.lower = lower
+
+
 def _solve_many(d: Design, w: np.ndarray, ridge: float, rhs: np.ndarray,
-                maxiter: int | None = None, rtol: float = 1e-8) -> np.ndarray:
-    """Solve ``(M + λI) X = rhs`` for all columns at once: Jacobi-preconditioned CG, vectorized
-    over columns (each column runs its own CG recurrence; one matmat per iteration).
+                maxiter: int | None = None, rtol: float = 1e-8,
+                stop_above: float | None = None) -> np.ndarray:
+    """Solve ``(M + λI) X = rhs`` for all columns at once: CG preconditioned by the row sums of
+    M, vectorized over columns (each column runs its own CG recurrence; one matmat per iteration).
 
     CG needs about ``cond(A)·log(1/rtol)`` iterations; ``IllConditioned`` if it does not converge.
+    With x_0 = 0, ``bᵀx_i = x_iᵀ(M+λI)x_i`` grows monotonically to ``bᵀ(M+λI)^{-1}b`` (CG minimises
+    the energy error over growing Krylov spaces), so ``Σ_cols bᵀx_i`` is a running lower bound:
+    with ``stop_above`` the solve raises ``ExceedsBound`` as soon as it passes that value.
     """
-    dinv = (1.0 / (d.normal_diagonal(w) + ridge))[:, None]
+    dinv = 1.0 / (d.normal_row_sums(w) + ridge)
     b = np.asarray(rhs, dtype=np.float64)
+    if b.ndim == 2:
+        dinv = dinv[:, None]
     x = np.zeros_like(b)
     r = b.copy()
     z = dinv * r
     p = z.copy()
-    rz = np.sum(r * z, axis=0)
+    rz = np.einsum("i...,i...->...", r, z)
     target = rtol * np.linalg.norm(b, axis=0)
+    tiny = np.finfo(float).tiny
     for _ in range(maxiter or 10 * d.k):
-        ap = d.normal_matvec(w, p) + ridge * p
-        alpha = rz / np.maximum(np.sum(p * ap, axis=0), np.finfo(float).tiny)
+        ap = d.normal_matvec(w, p)
+        if ridge:
+            ap += ridge * p
+        alpha = rz / np.maximum(np.einsum("i...,i...->...", p, ap), tiny)
         x += alpha * p
         r -= alpha * ap
+        if stop_above is not None:
+            lower = float(np.vdot(b, x))
+            if lower > stop_above:
+                raise ExceedsBound(lower)
         if np.all(np.linalg.norm(r, axis=0) <= target):
             return x
         z = dinv * r
-        rz_new = np.sum(r * z, axis=0)
-        p = z + (rz_new / np.maximum(rz, np.finfo(float).tiny)) * p
+        rz_new = np.einsum("i...,i...->...", r, z)
+        p *= rz_new / np.maximum(rz, tiny)
+        p += z
         rz = rz_new
     raise IllConditioned("CG did not converge: A is (nearly) rank-deficient or ill-conditioned")
 
 
-def _probes(k: int, seed: int = 0) -> np.ndarray:
-    """Rademacher probes; fewer for very large k, where the relative error of the trace estimate
-    (about sqrt(2/probes)·||offdiag(M^{-1})||_F / tr(M^{-1})) shrinks like 1/sqrt(k) anyway."""
-    probes = PROBES if k <= 16384 else PROBES // 4
-    return np.random.default_rng(seed).choice([-1.0, 1.0], size=(k, probes))
+def probe_count(k: int) -> int:
+    """Default number of Rademacher probes: PROBES, a quarter of it above 16384 items, where the
+    relative error of the trace estimate (about sqrt(2/probes)·||offdiag(M^{-1})||_F / tr(M^{-1}))
+    shrinks like 1/sqrt(k) anyway."""
+    return PROBES if k <= 16384 else PROBES // 4
 
 
-def covariance_diagonal(d: Design, w: np.ndarray, ridge: float = 0.0) -> np.ndarray:
+def _probes(k: int, count: int | None = None, seed: int = 0) -> np.ndarray:
+    """``float64[k, count]`` Rademacher probes (deterministic for a seed)."""
+    count = probe_count(k) if count is None else count
+    z = np.random.default_rng(seed).integers(0, 2, size=(k, count)).astype(np.float64)
+    return 2.0 * z - 1.0
+
+
+def covariance_diagonal(d: Design, w: np.ndarray, ridge: float = 0.0,
+                        probes: int | None = None) -> np.ndarray:
     """``diag(Cov f̂)`` with ``Cov = S^{-1} M S^{-1}``, ``S = M + λI`` (= ``M^{-1}`` at λ = 0).
 
     Exact (dense) for k <= DENSE_LIMIT; otherwise the Bekas et al. estimator
-    ``diag ≈ mean_i z_i ⊙ Cov z_i`` over Rademacher probes, with CG solves.
+    ``diag ≈ mean_i z_i ⊙ Cov z_i`` over Rademacher probes, with CG solves: O(k·ℓ·probes) memory
+    and time per CG iteration. Items whose residue classes are all singletons are exact
+    (``z_x·(Cov z)_x = Cov_xx``); for the others the error is about
+    ``sqrt(Σ_{y≠x} Cov_xy² / probes)``.
     """
     if d.k <= DENSE_LIMIT:
         m = d.normal_dense(w)
         s_inv = _dense_inverse(m + ridge * np.eye(d.k))
         cov = s_inv if ridge == 0 else s_inv @ m @ s_inv
         return np.diag(cov).copy()
-    z = _probes(d.k)
+    z = _probes(d.k, probes)
     y = _solve_many(d, w, ridge, z)
     if ridge > 0:
         y = _solve_many(d, w, ridge, d.normal_matvec(w, y))
     return np.maximum((z * y).mean(axis=1), 0.0)
 
 
-def trace_inverse(d: Design, w: np.ndarray, maxiter: int | None = None) -> float:
+def trace_inverse_estimate(d: Design, w: np.ndarray, probes: int | None = None,
+                           maxiter: int | None = None, rtol: float = 1e-6, seed: int = 0,
+                           stop_above: float | None = None) -> tuple[float, float]:
+    """``(estimate, standard error)`` of ``tr(M^{-1})``: exact (error 0) for k <= DENSE_LIMIT, else
+    Hutchinson with ``probes`` Rademacher probes (default ``probe_count(k)``); the standard error is
+    the sample standard deviation over probes / sqrt(probes) (NaN with one probe).
+
+    The first probe is solved alone as a screen (a rank-deficient or ill-conditioned M fails it
+    fast, raising ``IllConditioned``). ``stop_above`` bounds the estimate: as soon as CG's running
+    lower bound on it passes the value, ``ExceedsBound`` is raised (an early reject).
+    """
+    if d.k <= DENSE_LIMIT:
+        tr = float(np.trace(_dense_inverse(d.normal_dense(w))))
+        if stop_above is not None and tr > stop_above:
+            raise ExceedsBound(tr)
+        return tr, 0.0
+    z = _probes(d.k, probes, seed)
+    count = z.shape[1]
+    bound = None if stop_above is None else stop_above * count
+    first = _solve_many(d, w, 0.0, z[:, :1], maxiter, rtol, stop_above=bound)
+    per = [float(z[:, 0] @ first[:, 0])]
+    if count > 1:
+        bound = None if bound is None else bound - per[0]
+        rest = _solve_many(d, w, 0.0, z[:, 1:], maxiter, rtol, stop_above=bound)
+        per += list(np.einsum("ij,ij->j", z[:, 1:], rest))
+    per = np.asarray(per)
+    err = float(per.std(ddof=1) / math.sqrt(count)) if count > 1 else math.nan
+    return float(per.mean()), err
+
+
+def trace_inverse(d: Design, w: np.ndarray, maxiter: int | None = None,
+                  probes: int | None = None) -> float:
     """``tr(M^{-1})``: exact for k <= DENSE_LIMIT, else Hutchinson with Rademacher probes.
 
     Raises ``IllConditioned`` when M is numerically singular (or CG exceeds ``maxiter``)."""
-    if d.k <= DENSE_LIMIT:
-        return float(np.trace(_dense_inverse(d.normal_dense(w))))
-    z = _probes(d.k)
-    _solve_many(d, w, 0.0, z[:, :1], maxiter, rtol=1e-6)  # cheap screen: one probe converges?
-    return float(np.sum(z * _solve_many(d, w, 0.0, z, maxiter, rtol=1e-6)) / z.shape[1])
+    return trace_inverse_estimate(d, w, probes, maxiter)[0]
 
 
 def block_covariance(c, g: np.ndarray) -> np.ndarray:
@@ -292,8 +410,26 @@ def exact_covariance(mss, n: int, f: np.ndarray) -> np.ndarray:
     return s_inv @ meat @ s_inv
 
 
-def decode(mss, acc: Counts) -> Estimate:
-    """Per-block debiasing, then the weighted (ridge) least squares by LSMR (SPEC §2)."""
+def _weighted_operator(d: Design, sqrt_w: np.ndarray, col_scale: np.ndarray | None):
+    """``W^{1/2} A diag(col_scale)`` as a LinearOperator (block-structured products, O(kℓ))."""
+    def matvec(z):
+        z = np.ravel(z)
+        return d.forward(z if col_scale is None else col_scale * z, sqrt_w)
+
+    def rmatvec(u):
+        out = d.adjoint(np.ravel(u), sqrt_w)
+        return out if col_scale is None else col_scale * out
+    return LinearOperator((d.n_rows, d.k), matvec=matvec, rmatvec=rmatvec, dtype=np.float64)
+
+
+def decode(mss, acc: Counts, stderr: bool = True) -> Estimate:
+    """Per-block debiasing, then the weighted (ridge) least squares by LSMR (SPEC §2).
+
+    LSMR runs on ``W^{1/2} A`` applied by structure (O(kℓ) per iteration, no matrix stored). At
+    λ = 0 the columns are scaled by ``(M1)^{-1/2}`` (row sums of M; a right preconditioner, same
+    minimiser, fewer iterations). ``stderr=False`` skips the per-item standard errors (then NaN),
+    which cost most of the time for k > DENSE_LIMIT (CG solves for a stochastic diagonal).
+    """
     t0 = time.perf_counter()
     d = mss.design
     n_block = acc.n_block.astype(np.float64)
@@ -305,22 +441,29 @@ def decode(mss, acc: Counts) -> Estimate:
                         {"n": 0, "blocks_dropped": dropped, "iterations": 0,
                          "stop_reason": "no reports", "decode_seconds": 0.0})
     w = mss.block_weights(n_block)
+    w_kept = np.where(n_block > 0, w, 0.0)
+    sqrt_w = np.sqrt(w_kept)
     ghat = np.zeros(d.n_rows)
-    sqrt_w = np.zeros(d.n_rows)
     for j in kept:
         c = mss.blocks[j]
         sl = slice(d.offsets[j], d.offsets[j + 1])
-        ghat[sl] = (acc.counts[sl] / n_block[j] - c.q) / (c.p - c.q)
-        sqrt_w[sl] = math.sqrt(w[j])
-    a = d.matrix(sqrt_w, kept)
-    res = lsmr(a, sqrt_w * ghat, damp=math.sqrt(mss.ridge), atol=LSMR_TOL, btol=LSMR_TOL,
-               maxiter=max(100, 10 * k))
+        ghat[sl] = (acc.counts[sl] / n_block[j] - c.q) * (sqrt_w[j] / (c.p - c.q))
+    col_scale = None if mss.ridge > 0 else 1.0 / np.sqrt(d.normal_row_sums(w_kept))
+    res = lsmr(_weighted_operator(d, sqrt_w, col_scale), ghat, damp=math.sqrt(mss.ridge),
+               atol=LSMR_TOL, btol=LSMR_TOL, maxiter=max(100, 10 * k))
     f, istop, itn, normr, normar, norma, conda, normx = res
+    if col_scale is not None:
+        f = col_scale * f
     solve_seconds = time.perf_counter() - t0
-    w_kept = np.where(n_block > 0, w, 0.0)
     rank_ok = mss.ridge > 0 or has_full_column_rank(k, tuple(mss.moduli[j] for j in kept))
-    stderr = (np.sqrt(covariance_diagonal(d, w_kept, mss.ridge)) if rank_ok
+    if stderr:
+        se = (np.sqrt(covariance_diagonal(d, w_kept, mss.ridge)) if rank_ok
               else np.full(k, np.inf))
+        se_kind = ("exact" if k <= DENSE_LIMIT else
+                   f"stochastic ({probe_count(k)} probes)") if rank_ok else "rank-deficient"
+    else:
+        se = np.full(k, np.nan)
+        se_kind = "skipped"
     diagnostics = {
         "n": int(acc.n_block.sum()),
         "n_block": acc.n_block.tolist(),
@@ -332,7 +475,8 @@ def decode(mss, acc: Counts) -> Estimate:
         "residual_norm": float(normr),
         "normal_residual_norm": float(normar),
         "condition_estimate": float(conda),
+        "stderr": se_kind,
         "solve_seconds": solve_seconds,
         "decode_seconds": time.perf_counter() - t0,
     }
-    return Estimate(f, stderr, diagnostics)
+    return Estimate(f, se, diagnostics)

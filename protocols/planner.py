@@ -7,6 +7,21 @@ candidate survives if its design matrix has full column rank and its condition n
 ``max_condition``; survivors are ranked by predicted MSE, or, given ``max_mse_factor``, by message
 length among those within that factor of SS on [k]. Predicted MSE is n-free: ``n·MSE`` with
 ``n_j = n/ℓ``, i.e. ``tr(M^{-1})/k`` for ``w_j = 1/(ℓ·q_j(1−q_j)/(p_j−q_j)²)``.
+
+Cost. Bits are closed-form, so the ``max_bits`` filter and the bits order come first and no solve
+is spent on a candidate that cannot be returned. For k <= DENSE_LIMIT every trace is exact (dense).
+Above it, a trace costs CG solves (O(k·ℓ) per iteration), and the planner works in two stages:
+  1. screen: one Rademacher probe per candidate (Hutchinson; relative error of one probe is about
+     sqrt(2)·||offdiag(M^{-1})||_F / tr(M^{-1}), ~1 % at k = 22000, shrinking like 1/√k), with an
+     early reject: CG's running lower bound on the probe's quadratic form stops a candidate as soon
+     as it is certainly worse than ``screen_margin(k)`` × the threshold (the MSE cap, or the ``top``-th
+     best screen value so far). Ill-conditioned candidates (MSE exploding) leave after a few
+     iterations instead of CG_MAXITER.
+  2. refine: the ``top + REFINE`` best screened candidates (MSE order), or lazily the shortest
+     ones (bits order), get the full ``probe_count(k)``-probe estimate; its standard error relative
+     to the estimate is reported as ``mse_rel_error``. Conditioning (Lanczos) is computed only for
+     returned candidates.
+Same seed, same answer: candidate draws and probes are seeded.
 """
 from __future__ import annotations
 
@@ -25,6 +40,13 @@ DEFAULT_ELLS = (2, 3, 4)   # the paper's range: ℓ >= 5 needs moduli < k/4·…
 TARGETS = 10               # geometric grid points between the smallest feasible size and k
 DRAWS_PER_TARGET = 2       # seeded random candidates per target, besides the consecutive primes
 MAX_CONDITION = 10.0       # the paper's acceptance threshold on cond(W^{1/2} A)
+# One Rademacher probe estimates tr(M^{-1}) with relative standard error ≈ SCREEN_SIGMA/sqrt(k)
+# (measured ≈ 1 % at k = 22000 over the candidates of ε = 2: screen vs 8-probe values differ by
+# 0.1-2 %). A screen value decides alone only when it is more than SCREEN_SIGMAS standard errors
+# from the threshold; in between, the candidate is refined with the full probe count.
+SCREEN_SIGMA = 1.5
+SCREEN_SIGMAS = 10.0
+REFINE = 4                 # extra screened candidates refined beyond `top` (MSE order)
 
 
 @dataclass(frozen=True)
@@ -39,6 +61,7 @@ class Candidate:
     mse_ratio_ss: float       # predicted MSE / MSE of SS on [k]
     ss_bits: int              # ⌈log2 C(k, ω)⌉ of SS on [k], for comparison
     condition_number: float   # cond(W^{1/2} A) at n_j = n/ℓ
+    mse_rel_error: float = 0.0  # standard error / estimate of predicted_mse_n1 (0: exact)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -74,22 +97,42 @@ def _candidate_sets(k: int, ell: int, primes: np.ndarray, rng: np.random.Generat
                 yield tuple(sorted(int(p) for p in rng.choice(band, ell, replace=False)))
 
 
-def _evaluate(k: int, epsilon: float, moduli: tuple[int, ...], ss_mse: float, ss_bits: int):
-    """Predicted cost and accuracy of one moduli set, or None if it is unusable."""
+def screen_margin(k: int) -> float:
+    """Multiplicative margin on one-probe screen values: ``1 + SCREEN_SIGMAS·SCREEN_SIGMA/√k``."""
+    return 1.0 + SCREEN_SIGMAS * SCREEN_SIGMA / math.sqrt(k)
+
+
+def _weights(epsilon: float, moduli: tuple[int, ...]) -> np.ndarray:
+    """Block weights at n = 1 (``n_j = 1/ℓ``)."""
+    return np.array([1.0 / (len(moduli) * ss_constants(m, epsilon).variance_n1) for m in moduli])
+
+
+def _describe(k: int, epsilon: float, moduli: tuple[int, ...]):
+    """``(bits, payload_bytes)``, closed form; None if the moduli are infeasible for k."""
     if sum(moduli) - len(moduli) + 1 < k or math.prod(moduli) < k:
         return None
     blocks = [ss_constants(m, epsilon) for m in moduli]
-    w = np.array([1.0 / (len(moduli) * c.variance_n1) for c in blocks])  # n = 1
-    try:
-        mse = mss_decoder.trace_inverse(mss_decoder.Design(k, moduli), w,
-                                        maxiter=mss_decoder.CG_MAXITER) / k
-    except mss_decoder.IllConditioned:
-        return None
     bits = math.ceil(math.log2(len(moduli))) + float(np.mean([c.information_bits for c in blocks]))
-    return Candidate(moduli=moduli, ell=len(moduli), bits=bits,
-                     payload_bytes=float(np.mean([c.payload_width for c in blocks])),
+    return bits, float(np.mean([c.payload_width for c in blocks]))
+
+
+def _trace(k: int, epsilon: float, moduli: tuple[int, ...], probes: int | None,
+           stop_above: float | None = None):
+    """``(tr(M^{-1}), standard error)`` at n = 1, or None if unusable or above ``stop_above``."""
+    try:
+        return mss_decoder.trace_inverse_estimate(
+            mss_decoder.Design(k, moduli), _weights(epsilon, moduli), probes=probes,
+            maxiter=mss_decoder.CG_MAXITER, stop_above=stop_above)
+    except (mss_decoder.IllConditioned, mss_decoder.ExceedsBound):
+        return None
+
+
+def _candidate(k, moduli, bits, payload, trace, ss_mse, ss_bits, cond=math.nan) -> Candidate:
+    mse = trace[0] / k
+    return Candidate(moduli=moduli, ell=len(moduli), bits=bits, payload_bytes=payload,
                      predicted_mse_n1=mse, mse_ratio_ss=mse / ss_mse, ss_bits=ss_bits,
-                     condition_number=math.nan)
+                     condition_number=cond,
+                     mse_rel_error=(trace[1] / trace[0]) if trace[0] > 0 else math.nan)
 
 
 def plan(k: int, epsilon: float, ell: int | None = None, max_mse_factor: float | None = None,
@@ -117,30 +160,83 @@ def plan(k: int, epsilon: float, ell: int | None = None, max_mse_factor: float |
     rng = np.random.default_rng(seed)
     primes = primes_up_to(k + 64)
     seen: set[tuple[int, ...]] = set()
-    found: list[Candidate] = []
+    pool = []                            # (moduli, bits, payload_bytes), feasible, within max_bits
     for ell_ in ells:
         sets = [(k,)] if ell_ == 1 else _candidate_sets(k, ell_, primes, rng)
         for moduli in sets:
             if moduli in seen:
                 continue
             seen.add(moduli)
-            c = _evaluate(k, epsilon, moduli, ss_mse, ss.information_bits)
-            if c is not None and (max_bits is None or c.bits <= max_bits) and (
-                    max_mse_factor is None or c.mse_ratio_ss <= max_mse_factor):
-                found.append(c)
+            desc = _describe(k, epsilon, moduli)
+            if desc is not None and (max_bits is None or desc[0] <= max_bits):
+                pool.append((moduli, *desc))
+    exact = k <= mss_decoder.DENSE_LIMIT
+
+    def conditioned(c: Candidate) -> Candidate | None:
+        cond = mss_decoder.condition_number(mss_decoder.Design(k, c.moduli),
+                                            _weights(epsilon, c.moduli))
+        return Candidate(**{**c.__dict__, "condition_number": cond}) if cond <= max_condition \
+            else None
+
+    ranked: list[Candidate] = []
     if max_mse_factor is not None:
-        found.sort(key=lambda c: (c.bits, c.predicted_mse_n1))
+        # Shortest first; a candidate is evaluated only while it can still enter the top list.
+        cap = max_mse_factor * ss_mse * k             # on tr(M^{-1}) at n = 1
+        pool.sort(key=lambda t: (t[1], -sum(t[0]), t[0]))
+        margin = screen_margin(k)
+        for moduli, bits, payload in pool:
+            if len(ranked) >= top and bits > ranked[top - 1].bits:
+                break
+            if exact:
+                tr = _trace(k, epsilon, moduli, None)
+            else:   # one probe; refined now only if too close to the cap to decide
+                tr = _trace(k, epsilon, moduli, 1, margin * cap)
+                if tr is not None and tr[0] * margin > cap:
+                    tr = _trace(k, epsilon, moduli, None)
+            if tr is None or tr[0] > cap:
+                continue
+            c = conditioned(_candidate(k, moduli, bits, payload, tr, ss_mse, ss.information_bits))
+            if c is not None:
+                ranked.append(c)
+                ranked.sort(key=lambda c: (c.bits, c.predicted_mse_n1))
+        ranked = [c if exact or c.mse_rel_error == c.mse_rel_error   # refine what is returned
+                  else _candidate(k, c.moduli, c.bits, c.payload_bytes,
+                                  _trace(k, epsilon, c.moduli, None), ss_mse,
+                                  ss.information_bits, c.condition_number)
+                  for c in ranked[:top]]
     else:
-        found.sort(key=lambda c: (c.predicted_mse_n1, c.bits))
-    ranked = []
-    for c in found:  # conditioning is the costliest figure: compute it only for what we return
-        blocks = [ss_constants(m, epsilon) for m in c.moduli]
-        w = np.array([1.0 / (c.ell * b.variance_n1) for b in blocks])
-        cond = mss_decoder.condition_number(mss_decoder.Design(k, c.moduli), w)
-        if cond <= max_condition:
-            ranked.append(Candidate(**{**c.__dict__, "condition_number": cond}))
-        if len(ranked) == top:
-            break
+        # Largest moduli first: they are usually the most accurate, which tightens the early
+        # reject of the rest. Screen everything, refine the best few, condition the returned.
+        pool.sort(key=lambda t: (-sum(t[0]), t[0]))
+        screened = []                                  # (trace, moduli, bits, payload)
+        for moduli, bits, payload in pool:
+            bound = None
+            if len(screened) >= top:
+                bound = screen_margin(k) * sorted(s[0] for s in screened)[top - 1]
+            tr = _trace(k, epsilon, moduli, None if exact else 1, bound)
+            if tr is not None:
+                screened.append((tr[0], moduli, bits, payload))
+        screened.sort(key=lambda s: (s[0], s[2]))
+        refined: dict[tuple[int, ...], Candidate] = {}
+        conditioned_: dict[tuple[int, ...], Candidate | None] = {}
+        i, step = 0, top + REFINE
+        while True:
+            for trace, moduli, bits, payload in screened[i:i + step]:
+                tr = (trace, 0.0) if exact else _trace(k, epsilon, moduli, None)
+                if tr is not None:
+                    refined[moduli] = _candidate(k, moduli, bits, payload, tr, ss_mse,
+                                                 ss.information_bits)
+            i += step
+            ranked = []
+            for c in sorted(refined.values(), key=lambda c: (c.predicted_mse_n1, c.bits)):
+                if c.moduli not in conditioned_:   # the costliest figure: only for what we return
+                    conditioned_[c.moduli] = conditioned(c)
+                if conditioned_[c.moduli] is not None:
+                    ranked.append(conditioned_[c.moduli])
+                if len(ranked) == top:
+                    break
+            if len(ranked) == top or i >= len(screened):
+                break
     if not ranked:
         raise ValueError(f"plan: no moduli meet the constraints for k = {k}, epsilon = {epsilon} "
                          f"(ell={ell}, max_mse_factor={max_mse_factor}, max_bits={max_bits})")
