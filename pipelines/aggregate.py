@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import uuid
 
 import apache_beam as beam
@@ -128,6 +129,12 @@ def read_totals(paths: list[str], config: CollectionConfig) -> totals_lib.Totals
     return totals_lib.merge(loaded) if loaded else None
 
 
+def _input_pattern(pattern: str) -> str:
+    """Local patterns made absolute: Beam's local match finds nothing for a bare relative glob
+    such as ``reports*.avro`` (it does for ``./reports*.avro``)."""
+    return pattern if "://" in pattern else os.path.abspath(pattern)
+
+
 def _publish_totals(src: str, dst: str) -> None:
     """Copy ``src`` to ``dst`` via a temporary name, so ``dst`` is never half-written."""
     tmp = f"{dst}.tmp-{uuid.uuid4().hex[:12]}"
@@ -155,7 +162,8 @@ def run(argv=None, save_main_session=True):
     options = common.pipeline_options(beam_args, save_main_session)
     with common.staged_output(args.output) as tmp:
         with beam.Pipeline(options=options) as p:
-            build(p, config, args.input, tmp, prior=prior, write_totals=args.totals_out is not None)
+            build(p, config, _input_pattern(args.input), tmp, prior=prior,
+                  write_totals=args.totals_out is not None)
     if args.totals_out is not None:
         _publish_totals(f"{args.output.rstrip('/')}/{TOTALS}", args.totals_out)
     logging.info("aggregate: wrote %s", args.output)
