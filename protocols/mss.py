@@ -149,8 +149,9 @@ class ModularSubsetSelection(FrequencyProtocol):
     def __setstate__(self, state):
         self.__dict__.update(state)
 
-    def estimate(self, acc: Counts) -> Estimate:
-        return mss_decoder.decode(self, acc)
+    def estimate(self, acc: Counts, stderr: bool = True) -> Estimate:
+        """``mss_decoder.decode``; ``stderr=False`` skips the per-item standard errors (NaN)."""
+        return mss_decoder.decode(self, acc, stderr=stderr)
 
     def block_weights(self, n_block) -> np.ndarray:
         """``w_j = n_j (p_j−q_j)²/(q_j(1−q_j))`` (0 for empty blocks)."""

@@ -47,6 +47,9 @@ CG_MAXITER = 150
 # a (near-)singular matrix, i.e. an unusable design.
 EIGSH_MAXITER = 200
 LSMR_TOL = 1e-10  # atol = btol: relative residual tolerances of LSMR
+# decode solves directly per item-graph component when Σ_c |c|³ <= DIRECT_WORK·k: a batched
+# s×s solve costs ~s³ flops per component against LSMR's ~2ℓ·iterations (~60-120) flops per item.
+DIRECT_WORK = 64
 
 LSMR_STOP_REASONS = {
     0: "x = 0 is the exact solution",
@@ -121,6 +124,45 @@ class Design:
         data = np.ones(len(rows)) if row_scale is None else row_scale[rows]
         a = sp.csr_matrix((data, (rows, cols)), shape=(self.n_rows, self.k))
         return a
+
+    @functools.cached_property
+    def components(self) -> tuple[dict[int, np.ndarray], np.ndarray]:
+        """Connected components of the item graph (x ~ y iff they share a residue in some block).
+
+        ``M = Σ_j w_j A_jᵀA_j`` is block diagonal over them for every ``w``, so ``M^{-1}`` is the
+        inverse of each diagonal block. Returns ``(groups, big)``: ``groups[s]`` is ``int64[n_s, s]``,
+        the items of every component of size ``s <= DENSE_LIMIT``; ``big`` the items of larger
+        components. Near-k moduli give tiny components (k = 2^20, moduli 977447, 999431: sizes
+        <= 8, 86 % singletons); small moduli give one giant component. O(kℓ) time and memory.
+        """
+        from scipy.sparse.csgraph import connected_components
+        r = self.rows
+        if len(self.moduli) == 1:
+            label = r[0]
+        else:
+            src = np.broadcast_to(r[0], (len(self.moduli) - 1, self.k)).ravel()
+            graph = sp.coo_matrix((np.ones(src.size, dtype=np.int8), (src, r[1:].ravel())),
+                                  shape=(self.n_rows, self.n_rows))
+            label = connected_components(graph, directed=False)[1][r[0]]
+        order = np.argsort(label, kind="stable")
+        _, starts, sizes = np.unique(label[order], return_index=True, return_counts=True)
+        groups = {}
+        for s in np.unique(sizes[sizes <= DENSE_LIMIT]):
+            st = starts[sizes == s]
+            groups[int(s)] = order[st[:, None] + np.arange(s)]
+        large = np.nonzero(sizes > DENSE_LIMIT)[0]
+        big = np.sort(np.concatenate([order[starts[i]:starts[i] + sizes[i]] for i in large]
+                                     or [np.zeros(0, np.int64)]))
+        return groups, big
+
+    @functools.cached_property
+    def direct_work(self) -> float:
+        """``Σ_c |c|³ / k`` over item-graph components (inf if one exceeds DENSE_LIMIT): the
+        per-item cost of ``direct_solve`` relative to one O(k) pass."""
+        groups, big = self.components
+        if big.size:
+            return math.inf
+        return sum(len(items) * s ** 3 for s, items in groups.items()) / self.k
 
     def forward(self, v: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
         """``diag(scale_j) A v`` (``scale`` per block; blocks with scale 0 give zero rows)."""
@@ -311,47 +353,132 @@ def _probes(k: int, count: int | None = None, seed: int = 0) -> np.ndarray:
     return 2.0 * z - 1.0
 
 
+def _group_systems(d: Design, w: np.ndarray, ridge: float, items: np.ndarray):
+    """Yield ``(rows, M_c, M_c + λI)`` batches for components ``items`` (``int64[n, s]``, n
+    components of s items each), chunked to ~128 MiB of matrices."""
+    n, s = items.shape
+    chunk = max(1, (1 << 24) // (s * s))
+    for a in range(0, n, chunk):
+        it = items[a:a + chunk]
+        m = np.zeros(it.shape + (s,))
+        for j, mod in enumerate(d.moduli):
+            if w[j] != 0:
+                res = it % mod
+                m += w[j] * (res[:, :, None] == res[:, None, :])
+        yield slice(a, a + chunk), m, (m + ridge * np.eye(s) if ridge else m)
+
+
+def _group_diagonal(d: Design, w: np.ndarray, ridge: float, items: np.ndarray) -> np.ndarray:
+    """Exact ``diag(Cov)`` on ``items`` (``int64[n, s]``, n components of s items each): batched
+    dense ``S_c^{-1} M_c S_c^{-1}`` (``M_c^{-1}`` at λ = 0)."""
+    n, s = items.shape
+    if s == 1:   # singletons: M_xx = Σ_j w_j
+        m = float(np.sum(w))
+        return np.full((n, 1), m / (m + ridge) ** 2)
+    out = np.empty((n, s))
+    for rows, m, sm in _group_systems(d, w, ridge, items):
+        try:
+            chol = np.linalg.cholesky(sm)
+        except np.linalg.LinAlgError:
+            raise IllConditioned("normal matrix is not positive definite") from None
+        piv = np.diagonal(chol, axis1=1, axis2=2) ** 2
+        if (piv.min(axis=1) < 1e-12 * piv.max(axis=1)).any():
+            raise IllConditioned("normal matrix is numerically singular")
+        inv = np.linalg.inv(sm)
+        cov = inv if not ridge else inv @ m @ inv
+        out[rows] = np.diagonal(cov, axis1=1, axis2=2)
+    return out
+
+
+def direct_solve(d: Design, w: np.ndarray, ridge: float, b: np.ndarray) -> np.ndarray:
+    """``(M + λI)^{-1} b`` by batched dense solves per item-graph component (all components must
+    have at most DENSE_LIMIT items): exact, no iterations; O(Σ_c |c|³) time."""
+    groups, big = d.components
+    if big.size:
+        raise ValueError("direct_solve: the design has components larger than DENSE_LIMIT")
+    x = np.empty(d.k)
+    for s, items in groups.items():
+        if s == 1:
+            x[items[:, 0]] = b[items[:, 0]] / (float(np.sum(w)) + ridge)
+            continue
+        for rows, _, sm in _group_systems(d, w, ridge, items):
+            it = items[rows]
+            x[it] = np.linalg.solve(sm, b[it][..., None])[..., 0]
+    return x
+
+
+def _exact_part(d: Design, w: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(diag, big)``: ``diag(Cov)`` exact on every component of at most DENSE_LIMIT items
+    (NaN on ``big``, the items of larger components)."""
+    groups, big = d.components
+    diag = np.full(d.k, np.nan)
+    for items in groups.values():
+        diag[items] = _group_diagonal(d, w, ridge, items)
+    return diag, big
+
+
 def covariance_diagonal(d: Design, w: np.ndarray, ridge: float = 0.0,
                         probes: int | None = None) -> np.ndarray:
     """``diag(Cov f̂)`` with ``Cov = S^{-1} M S^{-1}``, ``S = M + λI`` (= ``M^{-1}`` at λ = 0).
 
-    Exact (dense) for k <= DENSE_LIMIT; otherwise the Bekas et al. estimator
-    ``diag ≈ mean_i z_i ⊙ Cov z_i`` over Rademacher probes, with CG solves: O(k·ℓ·probes) memory
-    and time per CG iteration. Items whose residue classes are all singletons are exact
-    (``z_x·(Cov z)_x = Cov_xx``); for the others the error is about
+    M is block diagonal over the components of the item graph (``Design.components``): exact
+    (batched dense inverses) on every component of at most DENSE_LIMIT items, which is all of them
+    for k <= DENSE_LIMIT and for near-k moduli at any k. Items of larger components get the Bekas
+    et al. estimator ``diag ≈ mean_i z_i ⊙ Cov z_i`` (Rademacher probes supported on those items,
+    CG solves: O(k·probes) memory); its error for item x is about
     ``sqrt(Σ_{y≠x} Cov_xy² / probes)``.
     """
-    if d.k <= DENSE_LIMIT:
-        m = d.normal_dense(w)
-        s_inv = _dense_inverse(m + ridge * np.eye(d.k))
-        cov = s_inv if ridge == 0 else s_inv @ m @ s_inv
-        return np.diag(cov).copy()
-    z = _probes(d.k, probes)
-    y = _solve_many(d, w, ridge, z)
-    if ridge > 0:
-        y = _solve_many(d, w, ridge, d.normal_matvec(w, y))
-    return np.maximum((z * y).mean(axis=1), 0.0)
+    diag, big = _exact_part(d, w, ridge)
+    if big.size:
+        z = np.zeros((d.k, probe_count(d.k) if probes is None else probes))
+        z[big] = _probes(big.size, z.shape[1])
+        y = _solve_many(d, w, ridge, z)
+        if ridge > 0:
+            y = _solve_many(d, w, ridge, d.normal_matvec(w, y))
+        diag[big] = np.maximum((z[big] * y[big]).mean(axis=1), 0.0)
+    return diag
+
+
+def covariance_kind(d: Design, probes: int | None = None) -> str:
+    """How ``covariance_diagonal`` computes: "exact", or how many items are stochastic."""
+    big = d.components[1]
+    if not big.size:
+        return "exact"
+    count = probe_count(d.k) if probes is None else probes
+    return f"exact on {d.k - big.size} items, stochastic ({count} probes) on {big.size}"
 
 
 def trace_inverse_estimate(d: Design, w: np.ndarray, probes: int | None = None,
                            maxiter: int | None = None, rtol: float = 1e-6, seed: int = 0,
-                           stop_above: float | None = None) -> tuple[float, float]:
-    """``(estimate, standard error)`` of ``tr(M^{-1})``: exact (error 0) for k <= DENSE_LIMIT, else
-    Hutchinson with ``probes`` Rademacher probes (default ``probe_count(k)``); the standard error is
-    the sample standard deviation over probes / sqrt(probes) (NaN with one probe).
+                           stop_above: float | None = None,
+                           components: bool = True) -> tuple[float, float]:
+    """``(estimate, standard error)`` of ``tr(M^{-1})``.
+
+    With ``components`` (default), exact on every item-graph component of at most DENSE_LIMIT
+    items (so exact, error 0, for k <= DENSE_LIMIT and for near-k moduli), Hutchinson on the rest;
+    without, Hutchinson on all of [k] (cheaper set-up: the planner's one-probe screens). Hutchinson
+    uses ``probes`` Rademacher probes (default ``probe_count(k)``); the standard error is the
+    sample standard deviation over probes / sqrt(probes) (NaN with one probe).
 
     The first probe is solved alone as a screen (a rank-deficient or ill-conditioned M fails it
     fast, raising ``IllConditioned``). ``stop_above`` bounds the estimate: as soon as CG's running
     lower bound on it passes the value, ``ExceedsBound`` is raised (an early reject).
     """
-    if d.k <= DENSE_LIMIT:
-        tr = float(np.trace(_dense_inverse(d.normal_dense(w))))
-        if stop_above is not None and tr > stop_above:
-            raise ExceedsBound(tr)
-        return tr, 0.0
-    z = _probes(d.k, probes, seed)
-    count = z.shape[1]
-    bound = None if stop_above is None else stop_above * count
+    if components:
+        diag, big = _exact_part(d, w, 0.0)
+        exact = float(np.nansum(diag))
+    else:
+        big, exact = np.arange(d.k), 0.0
+    if stop_above is not None and exact > stop_above:
+        raise ExceedsBound(exact)
+    if not big.size:
+        return exact, 0.0
+    zb = _probes(big.size, probes if probes is not None else probe_count(d.k), seed)
+    count = zb.shape[1]
+    z = zb if big.size == d.k else np.zeros((d.k, count))
+    if big.size < d.k:
+        z[big] = zb
+    bound = None if stop_above is None else (stop_above - exact) * count
     first = _solve_many(d, w, 0.0, z[:, :1], maxiter, rtol, stop_above=bound)
     per = [float(z[:, 0] @ first[:, 0])]
     if count > 1:
@@ -360,12 +487,12 @@ def trace_inverse_estimate(d: Design, w: np.ndarray, probes: int | None = None,
         per += list(np.einsum("ij,ij->j", z[:, 1:], rest))
     per = np.asarray(per)
     err = float(per.std(ddof=1) / math.sqrt(count)) if count > 1 else math.nan
-    return float(per.mean()), err
+    return exact + float(per.mean()), err
 
 
 def trace_inverse(d: Design, w: np.ndarray, maxiter: int | None = None,
                   probes: int | None = None) -> float:
-    """``tr(M^{-1})``: exact for k <= DENSE_LIMIT, else Hutchinson with Rademacher probes.
+    """``tr(M^{-1})``: exact on components of at most DENSE_LIMIT items, Hutchinson on the rest.
 
     Raises ``IllConditioned`` when M is numerically singular (or CG exceeds ``maxiter``)."""
     return trace_inverse_estimate(d, w, probes, maxiter)[0]
@@ -422,14 +549,21 @@ def _weighted_operator(d: Design, sqrt_w: np.ndarray, col_scale: np.ndarray | No
     return LinearOperator((d.n_rows, d.k), matvec=matvec, rmatvec=rmatvec, dtype=np.float64)
 
 
-def decode(mss, acc: Counts, stderr: bool = True) -> Estimate:
+def decode(mss, acc: Counts, stderr: bool = True, solver: str = "auto") -> Estimate:
     """Per-block debiasing, then the weighted (ridge) least squares by LSMR (SPEC §2).
 
+    Solver: M is block diagonal over the item-graph components (``Design.components``). When they
+    are all small (``Design.direct_work <= DIRECT_WORK``, e.g. every ℓ = 2 near-k design) and A
+    has full column rank, ``solver="auto"`` solves the normal equations per component directly
+    (exact, ``iterations = 0``, ``stop_code = -1``); otherwise, or with ``solver="lsmr"``,
     LSMR runs on ``W^{1/2} A`` applied by structure (O(kℓ) per iteration, no matrix stored). At
     λ = 0 the columns are scaled by ``(M1)^{-1/2}`` (row sums of M; a right preconditioner, same
-    minimiser, fewer iterations). ``stderr=False`` skips the per-item standard errors (then NaN),
-    which cost most of the time for k > DENSE_LIMIT (CG solves for a stochastic diagonal).
+    minimiser, fewer iterations). ``stderr=False`` skips the per-item standard errors (then NaN);
+    they are exact per item-graph component (``covariance_diagonal``) and stochastic only on
+    components of more than DENSE_LIMIT items (CG solves), which then dominate the decode time.
     """
+    if solver not in ("auto", "lsmr", "direct"):
+        raise ValueError(f"decode: solver must be 'auto', 'lsmr' or 'direct', got {solver!r}")
     t0 = time.perf_counter()
     d = mss.design
     n_block = acc.n_block.astype(np.float64)
@@ -448,19 +582,28 @@ def decode(mss, acc: Counts, stderr: bool = True) -> Estimate:
         c = mss.blocks[j]
         sl = slice(d.offsets[j], d.offsets[j + 1])
         ghat[sl] = (acc.counts[sl] / n_block[j] - c.q) * (sqrt_w[j] / (c.p - c.q))
-    col_scale = None if mss.ridge > 0 else 1.0 / np.sqrt(d.normal_row_sums(w_kept))
-    res = lsmr(_weighted_operator(d, sqrt_w, col_scale), ghat, damp=math.sqrt(mss.ridge),
-               atol=LSMR_TOL, btol=LSMR_TOL, maxiter=max(100, 10 * k))
-    f, istop, itn, normr, normar, norma, conda, normx = res
-    if col_scale is not None:
-        f = col_scale * f
-    solve_seconds = time.perf_counter() - t0
     rank_ok = mss.ridge > 0 or has_full_column_rank(k, tuple(mss.moduli[j] for j in kept))
+    use_direct = solver == "direct" or (solver == "auto" and rank_ok
+                                        and d.direct_work <= DIRECT_WORK)
+    if use_direct:
+        # Normal equations per component: exact minimiser, no iterations.
+        f = direct_solve(d, w_kept, mss.ridge, d.adjoint(ghat, sqrt_w))
+        resid = d.forward(f, sqrt_w) - ghat
+        istop, itn, conda = -1, 0, math.nan
+        normr = float(np.linalg.norm(np.concatenate([resid, math.sqrt(mss.ridge) * f])))
+        normar = float(np.linalg.norm(d.adjoint(resid, sqrt_w) + mss.ridge * f))
+    else:
+        col_scale = None if mss.ridge > 0 else 1.0 / np.sqrt(d.normal_row_sums(w_kept))
+        res = lsmr(_weighted_operator(d, sqrt_w, col_scale), ghat, damp=math.sqrt(mss.ridge),
+                   atol=LSMR_TOL, btol=LSMR_TOL, maxiter=max(100, 10 * k))
+        f, istop, itn, normr, normar, norma, conda, normx = res
+        if col_scale is not None:
+            f = col_scale * f
+    solve_seconds = time.perf_counter() - t0
     if stderr:
         se = (np.sqrt(covariance_diagonal(d, w_kept, mss.ridge)) if rank_ok
               else np.full(k, np.inf))
-        se_kind = ("exact" if k <= DENSE_LIMIT else
-                   f"stochastic ({probe_count(k)} probes)") if rank_ok else "rank-deficient"
+        se_kind = covariance_kind(d) if rank_ok else "rank-deficient"
     else:
         se = np.full(k, np.nan)
         se_kind = "skipped"
@@ -470,7 +613,9 @@ def decode(mss, acc: Counts, stderr: bool = True) -> Estimate:
         "blocks_dropped": dropped,
         "full_column_rank": bool(rank_ok),
         "iterations": int(itn),
-        "stop_reason": LSMR_STOP_REASONS.get(int(istop), str(istop)),
+        "solver": "direct" if use_direct else "lsmr",
+        "stop_reason": ("direct solve per item-graph component (exact)" if use_direct
+                        else LSMR_STOP_REASONS.get(int(istop), str(istop))),
         "stop_code": int(istop),
         "residual_norm": float(normr),
         "normal_residual_norm": float(normar),

@@ -112,17 +112,35 @@ def _describe(k: int, epsilon: float, moduli: tuple[int, ...]):
     if sum(moduli) - len(moduli) + 1 < k or math.prod(moduli) < k:
         return None
     blocks = [ss_constants(m, epsilon) for m in moduli]
-    bits = math.ceil(math.log2(len(moduli))) + float(np.mean([c.information_bits for c in blocks]))
+    bits = math.ceil(math.log2(len(moduli))) + float(np.mean([_info_bits(c) for c in blocks]))
     return bits, float(np.mean([c.payload_width for c in blocks]))
+
+
+def _info_bits(c) -> int:
+    """``⌈log2 C(m, ω)⌉`` (= ``SSConstants.information_bits``) via lgamma: O(1), where the exact
+    binomial costs ~1 s at m = 10^6. lgamma's relative error (~1e-15) puts the log within ~1e-9·x
+    bits of the truth, so the ceiling is exact unless x is that close to an integer: then the
+    exact binomial decides."""
+    if c.m <= 1:
+        return 0
+    x = (math.lgamma(c.m + 1) - math.lgamma(c.omega + 1) - math.lgamma(c.m - c.omega + 1)) \
+        / math.log(2)
+    if abs(x - round(x)) < 1e-6 * max(1.0, x / 1e4):
+        return c.information_bits
+    return math.ceil(x)
 
 
 def _trace(k: int, epsilon: float, moduli: tuple[int, ...], probes: int | None,
            stop_above: float | None = None):
-    """``(tr(M^{-1}), standard error)`` at n = 1, or None if unusable or above ``stop_above``."""
+    """``(tr(M^{-1}), standard error)`` at n = 1, or None if unusable or above ``stop_above``.
+
+    ``probes=1`` is a screen: plain Hutchinson on [k]. Otherwise exact on the small components of
+    the item graph and Hutchinson on the rest (``mss_decoder.trace_inverse_estimate``)."""
     try:
         return mss_decoder.trace_inverse_estimate(
             mss_decoder.Design(k, moduli), _weights(epsilon, moduli), probes=probes,
-            maxiter=mss_decoder.CG_MAXITER, stop_above=stop_above)
+            maxiter=mss_decoder.CG_MAXITER, stop_above=stop_above,
+            components=probes != 1 or k <= mss_decoder.DENSE_LIMIT)
     except (mss_decoder.IllConditioned, mss_decoder.ExceedsBound):
         return None
 
@@ -157,6 +175,7 @@ def plan(k: int, epsilon: float, ell: int | None = None, max_mse_factor: float |
     top = check_int("plan", "top", top, 1)
     ss = ss_constants(k, epsilon)
     ss_mse = ss.variance_n1
+    ss_bits = _info_bits(ss)
     rng = np.random.default_rng(seed)
     primes = primes_up_to(k + 64)
     seen: set[tuple[int, ...]] = set()
@@ -195,14 +214,14 @@ def plan(k: int, epsilon: float, ell: int | None = None, max_mse_factor: float |
                     tr = _trace(k, epsilon, moduli, None)
             if tr is None or tr[0] > cap:
                 continue
-            c = conditioned(_candidate(k, moduli, bits, payload, tr, ss_mse, ss.information_bits))
+            c = conditioned(_candidate(k, moduli, bits, payload, tr, ss_mse, ss_bits))
             if c is not None:
                 ranked.append(c)
                 ranked.sort(key=lambda c: (c.bits, c.predicted_mse_n1))
         ranked = [c if exact or c.mse_rel_error == c.mse_rel_error   # refine what is returned
                   else _candidate(k, c.moduli, c.bits, c.payload_bytes,
                                   _trace(k, epsilon, c.moduli, None), ss_mse,
-                                  ss.information_bits, c.condition_number)
+                                  ss_bits, c.condition_number)
                   for c in ranked[:top]]
     else:
         # Largest moduli first: they are usually the most accurate, which tightens the early
@@ -225,7 +244,7 @@ def plan(k: int, epsilon: float, ell: int | None = None, max_mse_factor: float |
                 tr = (trace, 0.0) if exact else _trace(k, epsilon, moduli, None)
                 if tr is not None:
                     refined[moduli] = _candidate(k, moduli, bits, payload, tr, ss_mse,
-                                                 ss.information_bits)
+                                                 ss_bits)
             i += step
             ranked = []
             for c in sorted(refined.values(), key=lambda c: (c.predicted_mse_n1, c.bits)):
