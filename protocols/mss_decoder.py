@@ -46,6 +46,9 @@ CG_MAXITER = 150
 # Lanczos restarts for extreme eigenvalues; no convergence of the smallest within it is read as
 # a (near-)singular matrix, i.e. an unusable design.
 EIGSH_MAXITER = 200
+# Above DENSE_LIMIT items, item-graph components of more than COMPONENT_DENSE_LIMIT items go to
+# the stochastic estimators: a dense s×s inverse costs ~s³ (0.05 s at 1024, ~2 s at 4096 here).
+COMPONENT_DENSE_LIMIT = 1024
 LSMR_TOL = 1e-10  # atol = btol: relative residual tolerances of LSMR
 # decode solves directly per item-graph component when Σ_c |c|³ <= DIRECT_WORK·k: a batched
 # s×s solve costs ~s³ flops per component against LSMR's ~2ℓ·iterations (~60-120) flops per item.
@@ -146,14 +149,30 @@ class Design:
             label = connected_components(graph, directed=False)[1][r[0]]
         order = np.argsort(label, kind="stable")
         _, starts, sizes = np.unique(label[order], return_index=True, return_counts=True)
+        limit = DENSE_LIMIT if self.k <= DENSE_LIMIT else COMPONENT_DENSE_LIMIT
         groups = {}
-        for s in np.unique(sizes[sizes <= DENSE_LIMIT]):
+        for s in np.unique(sizes[sizes <= limit]):
             st = starts[sizes == s]
             groups[int(s)] = order[st[:, None] + np.arange(s)]
-        large = np.nonzero(sizes > DENSE_LIMIT)[0]
+        large = np.nonzero(sizes > limit)[0]
         big = np.sort(np.concatenate([order[starts[i]:starts[i] + sizes[i]] for i in large]
                                      or [np.zeros(0, np.int64)]))
         return groups, big
+
+    @functools.cached_property
+    def component_patterns(self) -> dict[int, np.ndarray]:
+        """``float64[ℓ, n_s, s, s]`` per component size ``2 <= s``: ``1[x ≡ y (mod m_j)]`` within
+        each component (``M_c = Σ_j w_j P_j``), kept only while their total stays <= 8·k·ℓ
+        numbers (sizes beyond are rebuilt per call)."""
+        out, budget = {}, 8 * self.k * len(self.moduli)
+        for s, items in sorted(self.components[0].items()):
+            size = len(self.moduli) * items.shape[0] * s * s
+            if s == 1 or size > budget:
+                continue
+            budget -= size
+            out[s] = np.stack([(items % m)[:, :, None] == (items % m)[:, None, :]
+                               for m in self.moduli]).astype(np.float64)
+        return out
 
     @functools.cached_property
     def direct_work(self) -> float:
@@ -357,6 +376,11 @@ def _group_systems(d: Design, w: np.ndarray, ridge: float, items: np.ndarray):
     """Yield ``(rows, M_c, M_c + λI)`` batches for components ``items`` (``int64[n, s]``, n
     components of s items each), chunked to ~128 MiB of matrices."""
     n, s = items.shape
+    cached = d.component_patterns.get(s)
+    if cached is not None and items is d.components[0].get(s):
+        m = np.tensordot(w, cached, axes=1)
+        yield slice(0, n), m, (m + ridge * np.eye(s) if ridge else m)
+        return
     chunk = max(1, (1 << 24) // (s * s))
     for a in range(0, n, chunk):
         it = items[a:a + chunk]
@@ -396,10 +420,9 @@ def direct_solve(d: Design, w: np.ndarray, ridge: float, b: np.ndarray) -> np.nd
     groups, big = d.components
     if big.size:
         raise ValueError("direct_solve: the design has components larger than DENSE_LIMIT")
-    x = np.empty(d.k)
+    x = b / (float(np.sum(w)) + ridge)      # exact on singletons (M_xx = Σ_j w_j)
     for s, items in groups.items():
         if s == 1:
-            x[items[:, 0]] = b[items[:, 0]] / (float(np.sum(w)) + ridge)
             continue
         for rows, _, sm in _group_systems(d, w, ridge, items):
             it = items[rows]
@@ -578,19 +601,22 @@ def decode(mss, acc: Counts, stderr: bool = True, solver: str = "auto") -> Estim
     w_kept = np.where(n_block > 0, w, 0.0)
     sqrt_w = np.sqrt(w_kept)
     ghat = np.zeros(d.n_rows)
-    for j in kept:
+    for j in kept:   # W^{1/2} ĝ, in place
         c = mss.blocks[j]
-        sl = slice(d.offsets[j], d.offsets[j + 1])
-        ghat[sl] = (acc.counts[sl] / n_block[j] - c.q) * (sqrt_w[j] / (c.p - c.q))
+        out = ghat[d.offsets[j]:d.offsets[j + 1]]
+        np.multiply(acc.counts[d.offsets[j]:d.offsets[j + 1]], 1.0 / n_block[j], out=out)
+        out -= c.q
+        out *= sqrt_w[j] / (c.p - c.q)
     rank_ok = mss.ridge > 0 or has_full_column_rank(k, tuple(mss.moduli[j] for j in kept))
     use_direct = solver == "direct" or (solver == "auto" and rank_ok
                                         and d.direct_work <= DIRECT_WORK)
     if use_direct:
         # Normal equations per component: exact minimiser, no iterations.
         f = direct_solve(d, w_kept, mss.ridge, d.adjoint(ghat, sqrt_w))
-        resid = d.forward(f, sqrt_w) - ghat
+        resid = d.forward(f, sqrt_w)
+        resid -= ghat
         istop, itn, conda = -1, 0, math.nan
-        normr = float(np.linalg.norm(np.concatenate([resid, math.sqrt(mss.ridge) * f])))
+        normr = math.sqrt(float(resid @ resid) + mss.ridge * float(f @ f))
         normar = float(np.linalg.norm(d.adjoint(resid, sqrt_w) + mss.ridge * f))
     else:
         col_scale = None if mss.ridge > 0 else 1.0 / np.sqrt(d.normal_row_sums(w_kept))
