@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import uuid
 
 import apache_beam as beam
@@ -145,7 +146,13 @@ def _publish_totals(src: str, dst: str) -> None:
 
 
 def run(argv=None, save_main_session=True):
+    if "--streaming" in (sys.argv[1:] if argv is None else argv):
+        from pipelines import aggregate_streaming  # event-time windows: its own graph and flags
+        return aggregate_streaming.run(argv, save_main_session)
     parser = argparse.ArgumentParser(prog="privfreq aggregate", description=__doc__.split("\n")[0])
+    parser.add_argument("--streaming", action="store_true",
+                        help="estimates per event-time window from a file watcher, Pub/Sub or "
+                             "Kafka: see `privfreq aggregate --streaming --help`")
     parser.add_argument("--config", required=True, help="collection config JSON")
     parser.add_argument("--input", required=True,
                         help="report file pattern: Avro (report.avsc) and/or Parquet "

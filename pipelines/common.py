@@ -21,8 +21,8 @@ import schemas
 from protocols.base import Estimate
 from protocols.config import CollectionConfig
 
-__all__ = ["DEFAULT_RUNNER", "TOP_ITEMS", "commit_output", "pipeline_options", "staged_output", "staging_dir",
-           "write_results"]
+__all__ = ["DEFAULT_RUNNER", "TOP_ITEMS", "commit_output", "discard_output", "pipeline_options",
+           "staged_output", "staging_dir", "write_bytes_atomic", "write_results", "write_text_atomic"]
 
 # In-process and offline. DirectRunner in Beam 2.77 may switch to Prism, which downloads a binary.
 DEFAULT_RUNNER = "FnApiRunner"
@@ -83,6 +83,15 @@ def commit_output(tmp: str, final: str) -> None:
     FileSystems.delete([tmp])
 
 
+def discard_output(tmp: str) -> None:
+    """Remove a staging directory (best effort: it is never published either way)."""
+    if _is_local(tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with contextlib.suppress(Exception):
+            FileSystems.delete([tmp])
+
+
 @contextlib.contextmanager
 def staged_output(final: str):
     """``with staged_output(DIR) as tmp:`` write into ``tmp``; on success it becomes ``DIR``
@@ -91,11 +100,7 @@ def staged_output(final: str):
     try:
         yield tmp
     except BaseException:
-        if _is_local(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            with contextlib.suppress(Exception):
-                FileSystems.delete([tmp])
+        discard_output(tmp)
         raise
     commit_output(tmp, final)
 
@@ -103,6 +108,33 @@ def staged_output(final: str):
 def _write_bytes(path: str, data: bytes) -> None:
     with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         f.write(data)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a hidden temporary sibling, then a rename (an existing
+    ``path`` is replaced). For single files written outside a staged directory."""
+    head, _, name = path.rstrip("/").rpartition("/")
+    tmp = f"{head}/.{name}.tmp-{uuid.uuid4().hex[:12]}" if head else f".{name}.tmp-{uuid.uuid4().hex[:12]}"
+    if _is_local(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return
+    _write_bytes(tmp, data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """:func:`write_bytes_atomic` of UTF-8 text."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _finite(x: float) -> float | None:

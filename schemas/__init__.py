@@ -3,7 +3,10 @@
 Files (package data, version 1):
 
 * ``report.avsc`` — one randomized report: ``config_fingerprint: string``, ``protocol: string``,
-  ``block: int``, ``seed: long``, ``payload: bytes``.
+  ``block: int``, ``seed: long``, ``payload: bytes``; plus, added since (optional, default null),
+  ``event_time: null | timestamp-millis`` — when the report was made, read only by streaming
+  aggregation (``pipelines/aggregate_streaming.py``; null: the arrival time stands in). Batch
+  writers write the five version-1 fields (:func:`report_schema`).
 * ``dead_letter.avsc`` — one rejected input: ``raw: bytes``, ``source: string``,
   ``reason: string`` (``protocols.base.Reason`` name), ``reason_code: int``, ``message: string``.
 * reports may also be Parquet with :data:`REPORT_PARQUET_SCHEMA`: the same five fields
@@ -85,8 +88,24 @@ def load_schema(name: str) -> dict[str, Any]:
     return fastavro.parse_schema(load_json(name))
 
 
-def report_schema() -> dict[str, Any]:
-    return load_schema(REPORT)
+# The version-1 report fields: what the batch writers (``encode``, dead-letter raw records, the
+# vectorized Avro layout of transforms/avro_batches.py) write. Fields added later are optional.
+REPORT_V1_FIELDS = ("config_fingerprint", "protocol", "block", "seed", "payload")
+
+
+@lru_cache(maxsize=None)
+def _report_v1_schema() -> dict[str, Any]:
+    raw = load_json(REPORT)
+    raw["fields"] = [f for f in raw["fields"] if f["name"] in REPORT_V1_FIELDS]
+    return fastavro.parse_schema(raw)
+
+
+def report_schema(optional_fields: bool = False) -> dict[str, Any]:
+    """The parsed report schema writers use: the version-1 fields (``REPORT_V1_FIELDS``), which
+    is what every batch writer writes; a reader of ``report.avsc`` fills the optional fields
+    added since (``event_time``) with their defaults. ``optional_fields=True``: every field of
+    ``report.avsc`` (e.g. to write reports that carry an ``event_time``)."""
+    return load_schema(REPORT) if optional_fields else _report_v1_schema()
 
 
 def dead_letter_schema() -> dict[str, Any]:

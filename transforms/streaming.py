@@ -2,10 +2,13 @@
 and accumulating panes. Thin adapter: counting and decoding are the protocol's (via CountReports).
 
 Input: ``PCollection[ReportBatch]`` whose elements carry event timestamps (e.g. the publish time of
-a Pub/Sub message holding a batch of reports). Output: one dict per fired pane::
+a Pub/Sub message holding a batch of reports), optionally mixed with parse tallies (the ``stats``
+dicts of ``transforms.parse``, stamped like the reports they count), so each window also knows how
+many reports were read and rejected. Output: one dict per fired pane::
 
     {"window_start": float s, "window_end": float s, "timing": "EARLY"|"ON_TIME"|"LATE",
-     "pane_index": int, "n": reports in the window so far, "estimate": Estimate}
+     "pane_index": int, "n": reports in the window so far, "estimate": Estimate,
+     "counts": Counts, "stats": {"read", "accepted", "rejected": {reason: n}}}
 
 Panes accumulate: a late pane's estimate covers every report of its window seen so far, so the
 latest pane of a window is always its best estimate. Reports later than ``allowed_lateness`` after
@@ -17,22 +20,57 @@ import apache_beam as beam
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
+from typing import Any, Iterable, Tuple, Union
+
+from protocols.base import Counts, ReportBatch
 from protocols.config import CollectionConfig
 from transforms.estimate import CountReports, decode_counts
+from transforms.parse import empty_stats, merge_stats
 
-__all__ = ["WindowedEstimates"]
+__all__ = ["CountReportsAndStats", "WindowedEstimates"]
 
 
-def _pane_estimate(counts, config_json: str, w=beam.DoFn.WindowParam,
-                   pane=beam.DoFn.PaneInfoParam) -> dict:
+@beam.typehints.with_input_types(Union[ReportBatch, dict])
+@beam.typehints.with_output_types(Tuple[Counts, dict])
+class CountReportsAndStats(beam.CombineFn):
+    """ReportBatch and parse-tally dicts -> (merged Counts, summed tallies). The counting is
+    CountReports' (the protocol's); tallies are summed with ``merge_stats``."""
+
+    def __init__(self, config: CollectionConfig):
+        self._counts = CountReports(config)
+
+    def setup(self, *args, **kwargs):
+        self._counts.setup()
+
+    def create_accumulator(self):
+        return self._counts.create_accumulator(), empty_stats()
+
+    def add_input(self, acc, element):
+        counts, stats = acc
+        if isinstance(element, dict):
+            return counts, merge_stats([stats, element])
+        return self._counts.add_input(counts, element), stats
+
+    def merge_accumulators(self, accumulators: Iterable):
+        accs = list(accumulators)
+        counts = self._counts.merge_accumulators([a[0] for a in accs])
+        return counts, merge_stats([a[1] for a in accs])
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _pane_estimate(acc, config_json: str, w=beam.DoFn.WindowParam,
+                   pane=beam.DoFn.PaneInfoParam) -> dict[str, Any]:
+    counts, stats = acc
     timing = {0: "EARLY", 1: "ON_TIME", 2: "LATE"}.get(pane.timing, str(pane.timing))
     return {"window_start": float(w.start), "window_end": float(w.end), "timing": timing,
-            "pane_index": int(pane.index), "n": counts.n,
-            "estimate": decode_counts(counts.copy(), config_json)}
+            "pane_index": int(pane.index), "n": counts.n, "counts": counts.copy(),
+            "stats": stats, "estimate": decode_counts(counts.copy(), config_json)}
 
 
 class WindowedEstimates(beam.PTransform):
-    """PCollection[ReportBatch] (timestamped) -> one estimate dict per window pane.
+    """PCollection[ReportBatch | stats dict] (timestamped) -> one estimate dict per window pane.
 
     Args:
         config: the collection config.
@@ -65,6 +103,6 @@ class WindowedEstimates(beam.PTransform):
             accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
             allowed_lateness=Duration.of(self._lateness))
         counts = windowed | "CountReports" >> beam.CombineGlobally(
-            CountReports(self._config)).without_defaults()
-        # pcoll: one Counts per window pane (accumulated over the window's panes)
+            CountReportsAndStats(self._config)).without_defaults()
+        # pcoll: one (Counts, stats) per window pane (accumulated over the window's panes)
         return counts | "Decode" >> beam.Map(_pane_estimate, self._config.to_json(indent=None))
