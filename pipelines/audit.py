@@ -16,6 +16,7 @@ import logging
 
 import numpy as np
 
+from pipelines import common
 from pipelines.config import add_protocol_args, build_config
 from protocols.audit import audit
 
@@ -38,8 +39,7 @@ def run(argv=None, save_main_session=True):
            "exceeds_configured_epsilon": result.epsilon_lower_bound > result.epsilon}
     text = json.dumps(out, indent=2, sort_keys=True)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+        common.write_text_atomic(args.output, text + "\n")  # never a half-written file
     print(f"audit {config.protocol_id} k={config.protocol.k}: ε >= "
           f"{result.epsilon_lower_bound:.4f} at confidence {result.confidence:g} "
           f"(configured ε = {result.epsilon:g}; {result.samples} samples per input)")

@@ -21,7 +21,7 @@ import schemas
 from protocols.base import Estimate
 from protocols.config import CollectionConfig
 
-__all__ = ["DEFAULT_RUNNER", "TOP_ITEMS", "commit_output", "discard_output", "pipeline_options",
+__all__ = ["DEFAULT_RUNNER", "TOP_ITEMS", "commit_files", "commit_output", "discard_output", "pipeline_options",
            "staged_output", "staging_dir", "write_bytes_atomic", "write_results", "write_text_atomic"]
 
 # In-process and offline. DirectRunner in Beam 2.77 may switch to Prism, which downloads a binary.
@@ -92,17 +92,34 @@ def discard_output(tmp: str) -> None:
             FileSystems.delete([tmp])
 
 
+def commit_files(tmp: str, final: str) -> None:
+    """Publish every file of ``tmp`` into ``final`` by one rename each, keeping the other files
+    of ``final`` (e.g. hand-written notes beside a report); then remove ``tmp``."""
+    final = final.rstrip("/")
+    if not _is_local(final):
+        commit_output(tmp, final)  # object stores: files are renamed one by one anyway
+        return
+    for root, _, files in os.walk(tmp):
+        dest = os.path.join(final, os.path.relpath(root, tmp))
+        os.makedirs(dest, exist_ok=True)
+        for name in files:
+            os.replace(os.path.join(root, name), os.path.join(dest, name))
+    shutil.rmtree(tmp)
+
+
 @contextlib.contextmanager
-def staged_output(final: str):
+def staged_output(final: str, keep_other_files: bool = False):
     """``with staged_output(DIR) as tmp:`` write into ``tmp``; on success it becomes ``DIR``
-    (:func:`commit_output`), on failure it is removed and ``DIR`` is left untouched."""
+    (:func:`commit_output`; with ``keep_other_files``, its files replace their namesakes in
+    ``DIR`` one rename each, :func:`commit_files`), on failure it is removed and ``DIR`` is left
+    untouched."""
     tmp = staging_dir(final)
     try:
         yield tmp
     except BaseException:
         discard_output(tmp)
         raise
-    commit_output(tmp, final)
+    (commit_files if keep_other_files else commit_output)(tmp, final)
 
 
 def _write_bytes(path: str, data: bytes) -> None:

@@ -83,7 +83,9 @@ def run(argv=None, save_main_session=True):
     counts = np.rint(truth_f * args.n).astype(np.int64)
     items = np.repeat(np.arange(args.k, dtype=np.int64), counts)
     np.random.default_rng(args.seed).shuffle(items)
-    pq.write_table(pa.table({"item": items}), f"{out}/items.parquet")
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table({"item": items}), buf)
+    common.write_bytes_atomic(f"{out}/items.parquet", buf.getvalue().to_pybytes())
     t = time.perf_counter()
     encode.run(["--config", f"{out}/config.json", "--input", f"{out}/items.parquet",
                 "--output", f"{out}/reports.avro", "--seed", str(args.seed + 1)])

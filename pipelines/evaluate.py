@@ -215,8 +215,7 @@ def build_specs(args, grid: dict) -> tuple[list[dict], dict]:
                             spec["attack_reports"] = args.attack_reports
                         specs.append(spec)
     if args.moduli_cache:
-        with open(args.moduli_cache, "w") as fh:
-            json.dump(cache, fh, indent=1, sort_keys=True)
+        common.write_text_atomic(args.moduli_cache, json.dumps(cache, indent=1, sort_keys=True))
     return specs, moduli_used
 
 
@@ -455,6 +454,13 @@ def run(argv=None, save_main_session=True):
     logging.info("evaluate: %d trials in %d cells", len(specs),
                  len({(s["protocol"], s["k"], s["epsilon"], s["distribution"]) for s in specs}))
     options = common.pipeline_options(beam_args, save_main_session)
+    # Staged, then each file renamed into place (files not written here, e.g. discussion.md, stay).
+    with common.staged_output(args.output, keep_other_files=True) as out_dir:
+        _run_grid(options, specs, out_dir, grid, moduli, notes, argv, t0)
+    return args.output
+
+
+def _run_grid(options, specs, out_dir, grid, moduli, notes, argv, t0) -> None:
     with beam.Pipeline(options=options) as p:
         out = p | "CreateTrials" >> beam.Create(specs) | "Evaluate" >> EvaluateGrid()
         cells = out["cells"] | "CellsToList" >> beam.combiners.ToList()
@@ -462,12 +468,12 @@ def run(argv=None, save_main_session=True):
         # One worker writes the tables, plots and report.
         _ = cells | "WriteOutputs" >> beam.Map(
             lambda c, t, od, meta: write_outputs(c, t, od, meta),
-            beam.pvalue.AsSingleton(trials), args.output,
+            beam.pvalue.AsSingleton(trials), out_dir,
             {"grid": grid, "moduli": moduli, "notes": notes,
              "command": "privfreq evaluate " + " ".join(
                  shlex.quote(a) for a in (sys.argv[2:] if argv is None else argv))})
     # Append the wall time to the report (known only now).
-    report = os.path.join(args.output, "report.md")
+    report = os.path.join(out_dir, "report.md")
     if os.path.exists(report):
         with open(report) as fh:
             text = fh.read()
@@ -475,13 +481,12 @@ def run(argv=None, save_main_session=True):
         text = text.replace("WALL_SECONDS", wall)
         with open(report, "w") as fh:
             fh.write(text)
-        meta_path = os.path.join(args.output, "run_meta.json")
+        meta_path = os.path.join(out_dir, "run_meta.json")
         with open(meta_path) as fh:
             meta = json.load(fh)
         meta["wall_seconds"] = wall
         with open(meta_path, "w") as fh:
             json.dump(meta, fh, indent=1, sort_keys=True)
-    return args.output
 
 
 def _report_only(out_dir: str, notes: str | None) -> str:
@@ -490,8 +495,8 @@ def _report_only(out_dir: str, notes: str | None) -> str:
         meta = json.load(fh)
     if notes is not None:
         meta["notes"] = notes
-        with open(os.path.join(out_dir, "run_meta.json"), "w") as fh:
-            json.dump(meta, fh, indent=1, sort_keys=True)
+        common.write_text_atomic(os.path.join(out_dir, "run_meta.json"),
+                                 json.dumps(meta, indent=1, sort_keys=True))
     cells = pq.read_table(os.path.join(out_dir, "results.parquet")).to_pylist()
     _render(cells, out_dir, meta)
     return out_dir
