@@ -14,7 +14,7 @@ from protocols import mss_decoder
 from protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
                             check_int, register_protocol)
 from protocols.subset_selection import (SSConstants, decode_subsets, encode_subsets,
-                                        sample_subsets, ss_constants)
+                                        fill_subsets, ss_constants)
 
 __all__ = ["ModularSubsetSelection", "check_moduli"]
 
@@ -103,10 +103,20 @@ class ModularSubsetSelection(FrequencyProtocol):
         x = self.check_items(items)
         n = len(x)
         j = rng.integers(0, self.ell, n)
-        values = np.full((n, self.omega_max), -1, dtype=np.int64)
-        for b, c in enumerate(self.blocks):
-            rows = np.nonzero(j == b)[0]
-            values[rows, :c.omega] = sample_subsets(x[rows] % c.m, c, rng)
+        if self.ell == 1:
+            values = np.empty((n, self.omega_max), dtype=np.int64)
+            fill_subsets(values, None, x % self.moduli[0], self.blocks[0], rng)
+            return ReportBatch(j, np.zeros(n, np.int64), values)
+        values = np.empty((n, self.omega_max), dtype=np.int64)
+        if any(c.omega < self.omega_max for c in self.blocks):
+            values.fill(-1)
+        if self.ell <= 4:        # rows of each block, ascending: one pass per block is cheapest
+            groups = [np.flatnonzero(j == b) for b in range(self.ell)]
+        else:                    # many blocks: one stable (radix) argsort of the small block ids
+            order = np.argsort(j.astype(np.uint8 if self.ell <= 256 else np.uint16), kind="stable")
+            groups = np.split(order, np.cumsum(np.bincount(j, minlength=self.ell))[:-1])
+        for rows, c in zip(groups, self.blocks):
+            fill_subsets(values, rows, x[rows] % c.m, c, rng)   # writes values[rows, :ω_b]
         return ReportBatch(j, np.zeros(n, np.int64), values)
 
     # ----- wire --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from protocols.estimators import debias, pure_variance
 from protocols.wire import (decode_bitmap, decode_indices, encode_bitmap, encode_indices,
                             index_width, subset_encoding)
 
-__all__ = ["SubsetSelection", "SSConstants", "sample_subsets", "ss_constants"]
+__all__ = ["SubsetSelection", "SSConstants", "fill_subsets", "sample_subsets", "ss_constants"]
 
 
 @dataclass(frozen=True)
@@ -59,43 +59,261 @@ def ss_constants(m: int, epsilon: float) -> SSConstants:
     return SSConstants(m, omega, p, q)
 
 
-def _uniform_subsets(n: int, size: int, pool: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` uniform ``size``-subsets of ``[pool]``, sorted rows, in O(size·log size) per row.
+# ----- the SS sampler ----------------------------------------------------------------------------
+# Two exact strategies, chosen per (m, ω) by the cost model of ``_use_bitmap`` (constants fitted to
+# measurements on the reference machine, numpy 2.4, one core; benchmarks/results/client.md):
+#   * "sort" (small ω/m): draw ω values per row with replacement, sort rows (int16 keys, several
+#     rows per sort row), redraw the positions of repeated values until every row is distinct.
+#     Cost ≈ ω·(draw + sort + map + write) per row plus redraw rounds, which grow with ω²/m.
+#   * "bitmap" (large ω/m): per row an m-bit bitmap with iid Bernoulli(ρ) bits (a few random words
+#     combined per 64 positions); rows whose count lands outside a window below the target are
+#     redrawn, then uniformly drawn non-members are added until the count is exact, and the sorted
+#     subset is read off with one flatnonzero. Cost ≈ m·(unpack + flatnonzero) per row.
+# Both are exact: every step is equivariant under the permutations of [m] that fix r, so the final
+# subset given its size (and given whether it holds r) is uniform. No per-report Python loop: the
+# loops below run over redraw rounds / fill steps, each a vectorized pass over the pending rows.
+SORT_NS_PER_ELEMENT = 5.0        # sort path, per subset element, no repeats (ω = 18: ~6.7 ns)
+SORT_NS_PER_REPEAT_ROUND = 2.0   # sort path, per element and per expected repeat (capped at 6)
+SORT_WIDE_KEY_FACTOR = 1.3       # keys wider than int16 (2m > 32767): no SIMD sort, no row grouping
+BITMAP_NS_PER_POSITION = 1.4     # bitmap path, per position of [m] (m = 1023: 1.3-2.1 ns)
+BITMAP_NS_PER_ELEMENT = 1.0      # bitmap path, int64 write of the result, per subset element
+# Temporaries per chunk of rows, in bytes. The fill steps' count (~60) does not depend on the rows,
+# so they run over a 2 MiB chunk of packed words (fewer steps per row; 1 MiB and 4 MiB chunks were
+# 1.1-1.3x slower end to end). The start bitmaps are drawn 512 KiB at a time (2 MiB at once was
+# 1.5x slower: several live multi-MiB temporaries cost page faults), and the byte map scanned by
+# flatnonzero is 1 MiB (it runs at ~0.44 ns/byte while cache-resident, 1.6x slower at 16 MiB).
+BITMAP_WORDS_BYTES = 1 << 21
+BITMAP_INIT_BYTES = 1 << 19
+BITMAP_SCAN_BYTES = 1 << 20
+BITMAP_WINDOW_SD = 2.5           # start-count window, in sd of the Bernoulli count (1.0, 1.5 slower)
+SORT_CHUNK_ELEMENTS = 1 << 18    # sort path: 2^18 values (512 KiB int16) per chunk: 1.2x faster than 2^21
+SORT_GROUP_ROWS = 64             # rows sharing one sort row (bounded by the int16 key range)
+_ONE = np.uint64(1)
 
-    Draw with replacement, then redraw the duplicate positions until every row is distinct.
-    Exchangeability makes the accepted set uniform; since size <= pool/2 here, few rounds suffice.
-    """
-    out = rng.integers(0, pool, (n, size))
-    out.sort(axis=1)
-    todo = np.arange(n)
-    while size > 1:
-        sub = out[todo]
-        dup = np.zeros(sub.shape, dtype=bool)
-        dup[:, 1:] = sub[:, 1:] == sub[:, :-1]
-        rows = dup.any(axis=1)
-        if not rows.any():
-            break
-        todo, sub, dup = todo[rows], sub[rows], dup[rows]
-        sub[dup] = rng.integers(0, pool, int(dup.sum()))
+
+def _expected_dups(m: int, omega: int) -> float:
+    """Expected repeated draws among ω uniform draws from [m] (≈ ω²/2m): the sort path's redraws."""
+    return omega - m * (1.0 - (1.0 - 1.0 / m) ** omega)
+
+
+def _use_bitmap(m: int, omega: int) -> bool:
+    """Cost model: the bitmap path pays per position of [m], the sort path per subset element and
+    again per redraw round (each round re-sorts the rows that still hold a repeat)."""
+    per = SORT_NS_PER_ELEMENT + SORT_NS_PER_REPEAT_ROUND * min(6.0, _expected_dups(m, omega))
+    if 2 * m > np.iinfo(np.int16).max:
+        per *= SORT_WIDE_KEY_FACTOR
+    bitmap_cost = m * BITMAP_NS_PER_POSITION + omega * BITMAP_NS_PER_ELEMENT
+    return bitmap_cost < omega * per
+
+
+def _value_dtype(m: int):
+    return np.int16 if m <= np.iinfo(np.int16).max else (
+        np.int32 if m <= np.iinfo(np.int32).max else np.int64)
+
+
+def _put(out, rows, lo, block):
+    """Write ``block`` into ``out[lo:lo+len]`` (rows None) or ``out[rows[lo:lo+len], :ω]``."""
+    if rows is None:
+        out[lo:lo + len(block), :block.shape[1]] = block
+    else:
+        out[rows[lo:lo + len(block)], :block.shape[1]] = block
+
+
+def _sort_path(r, hit, omega, m, rng, out, rows, lo):
+    """Sorted subsets of a chunk by draw, sort and redraw of repeats (see the module notes).
+
+    Every row draws ω values y from ``[m−1]``, mapped onto ``[m]∖{r}`` by ``y + [y >= r]``; a hit
+    row's first value is replaced by r. To sort and test for repeats without mapping, values are
+    kept as keys ``2y`` (r as ``2r−1``, which sorts where r belongs and never repeats), and G rows
+    share one sort row through key offsets ``g·2m`` (short rows sort slowly: ~2.3 ns/element at
+    ω = 18 per row vs ~1 ns/element at ~600 per row, measured). Rows with a repeat then redraw the
+    repeated positions and re-sort alone until distinct."""
+    n = len(r)
+    span = 2 * m
+    dt = _value_dtype(span)
+    # int16 rows sort with SIMD (~1 ns/element); wider keys sort ~10x slower: never widen to group
+    group = max(1, min(n, SORT_GROUP_ROWS, np.iinfo(dt).max // span)) if dt == np.int16 else 1
+    n_g = n - n % group
+    z = rng.integers(0, m - 1, (n, omega), dtype=dt)
+    z <<= 1
+    hits = np.flatnonzero(hit)
+    z[hits, 0] = 2 * r[hits] - 1
+    off = ((np.arange(n) % group) * span).astype(dt)
+    if group > 1:
+        z += off[:, None]
+        if n_g:
+            z[:n_g].reshape(n_g // group, group * omega).sort(axis=1)
+        if n_g < n:
+            z[n_g:].sort(axis=1)
+    else:
+        z.sort(axis=1)
+    todo = _rows_with_repeats(z)
+    while len(todo):
+        sub = z[todo]
+        pos = np.flatnonzero(sub[:, 1:] == sub[:, :-1])
+        row, col = np.divmod(pos, omega - 1)
+        new = rng.integers(0, m - 1, len(pos), dtype=dt)
+        new <<= 1
+        new += off[todo[row]]
+        sub[row, col + 1] = new
         sub.sort(axis=1)
-        out[todo] = sub
-    return out
+        z[todo] = sub
+        todo = todo[_rows_with_repeats(sub)]
+    # key k = 2y + off (or 2r-1 + off) -> value: (k - off + 1) >> 1 maps 2y -> y, 2r-1 -> r; then
+    # values y >= r (k >= 2r + off) move up by one: y + [y >= r] maps [m-1] onto [m] \ {r}
+    val = z - (off - 1)[:, None]
+    val >>= 1
+    val += z >= (2 * r + off).astype(dt)[:, None]
+    _put(out, rows, lo, val)
+
+
+def _rows_with_repeats(z: np.ndarray) -> np.ndarray:
+    """Indices of the rows of a row-sorted array holding a repeated value (repeats are rare)."""
+    pos = np.flatnonzero(z[:, 1:] == z[:, :-1])
+    if len(pos) == 0:
+        return pos
+    row = pos // (z.shape[1] - 1)
+    return row[np.concatenate(([True], row[1:] != row[:-1]))]
+
+
+def _bernoulli_words(nwords: int, j: int, e: int, rng) -> np.ndarray:
+    """uint64 words whose bits are iid Bernoulli(j/2^e): a bit-serial ``u < j`` over e random words
+    from the most significant bit, stopping after the lowest set bit of j. In place: one fresh
+    temporary per level (large temporaries cost page faults here)."""
+    lt = eq = None
+    for i in range(e - 1, -1, -1):
+        u = rng.bit_generator.random_raw(nwords)
+        if (j >> i) & 1:                    # lt |= eq & ~u ; eq &= u
+            if eq is None:
+                eq = u
+                lt = ~u
+            else:
+                np.invert(u, out=u)
+                u &= eq
+                if lt is None:
+                    lt = u
+                else:
+                    lt |= u
+                eq ^= u
+        elif eq is None:                    # eq &= ~u
+            eq = np.invert(u, out=u)
+        else:
+            np.invert(u, out=u)
+            eq &= u
+        if not j & ((1 << i) - 1):
+            break
+    return lt if lt is not None else np.zeros(nwords, dtype=np.uint64)
+
+
+def _bitmap_path(r, hit, omega, m, rng, out, rows, lo):
+    """Sorted subsets of a chunk via Bernoulli bitmaps filled to an exact count (module notes).
+
+    While filling, bit r is set in every row and the target count is ω+1 in rows that must avoid r
+    (ω in the others), so additions never pick r; afterwards r is cleared where it must not be.
+    Start and read-off run in sub-chunks of BITMAP_SCAN_BYTES of byte map; the fill steps over the
+    whole chunk (their count, ~50, does not grow with the rows, so larger chunks amortise them)."""
+    n = len(r)
+    nw = -(-m // 64)
+    target = omega + (~hit).astype(np.int64)
+    # Bernoulli(ρ) with ρ a multiple of 2^-6 (≤ 6 random words per 64 positions) placing the mean
+    # count ~1.25 sd below the target; rows outside [target - A, target], A = 2.5 sd, are redrawn.
+    rho = (omega - 1) / (m - 1)
+    sd = math.sqrt(max(1.0, (m - 1) * rho * (1 - rho)))
+    span = max(4, int(math.ceil(BITMAP_WINDOW_SD * sd)))
+    j = int(round(max(0.0, omega - 0.5 * span) / (m - 1) * 64))
+    if j == 0:                  # no random bits: every row starts at count 1 and is filled
+        span = max(span, omega)
+    wr, bit = r >> 6, np.left_shift(_ONE, (r & 63).astype(np.uint64))
+    tail = np.uint64((1 << (m - 64 * (nw - 1))) - 1)
+    words = np.empty((n, nw), dtype=np.uint64)
+    need = np.empty(n, dtype=np.int64)
+    sub = max(1, BITMAP_SCAN_BYTES // (64 * nw))
+    ones = np.ones(nw)
+    init_rows = max(1, BITMAP_INIT_BYTES // (8 * nw))
+    for s in range(0, n, init_rows):
+        todo = np.arange(s, min(n, s + init_rows))
+        while len(todo):
+            w = _bernoulli_words(len(todo) * nw, j, 6, rng).reshape(len(todo), nw)
+            w[:, -1] &= tail
+            w[np.arange(len(todo)), wr[todo]] |= bit[todo]
+            # row popcounts by a float matvec (exact: counts < 2^53; 4x faster than an int sum)
+            gap = target[todo] - (np.bitwise_count(w) @ ones).astype(np.int64)
+            bad = np.flatnonzero((gap < 0) | (gap > span))
+            words[todo] = w
+            need[todo] = gap
+            todo = todo[bad]
+    _fill_words(words.reshape(-1), nw, need, m, rng)
+    nh = np.flatnonzero(~hit)
+    words[nh, wr[nh]] &= ~bit[nh]
+    for s in range(0, n, sub):
+        e = min(n, s + sub)
+        bm = np.unpackbits(words[s:e].reshape(-1).view(np.uint8), bitorder="little").view(bool)
+        flat = np.flatnonzero(bm).reshape(e - s, omega)
+        base = (np.arange(lo + s, lo + e) - (lo + s)) * (64 * nw)
+        if rows is None:
+            np.subtract(flat, base[:, None], out=out[lo + s:lo + e, :omega])
+        else:
+            flat -= base[:, None]
+            out[rows[lo + s:lo + e], :omega] = flat
+
+
+def _fill_words(wf, nw, need, m, rng):
+    """Add ``need[i]`` uniformly drawn non-member positions to row i of the packed bitmap ``wf``.
+
+    Each step draws one position per unfinished row and sets its bit (a no-op if it is already a
+    member); a row counts the step only if the bit was new. Rows are distinct, so no two updates in
+    a step touch the same word, and a row leaves once full. Positions come from a buffer of iid
+    uniform draws, consumed in order."""
+    act = np.flatnonzero(need)
+    left = need[act]
+    base = act * nw
+    wo = bits = np.empty(0, dtype=np.int64)
+    p = 0
+    while len(base):
+        na = len(base)
+        if p + na > len(wo):
+            pos = rng.integers(0, m, max(8 * na, 1 << 14))
+            wo, bits, p = pos >> 6, np.left_shift(_ONE, (pos & 63).view(np.uint64)), 0
+        fw = base + wo[p:p + na]
+        cur = wf[fw]
+        new = cur | bits[p:p + na]
+        p += na
+        wf[fw] = new
+        left -= new != cur
+        keep = np.flatnonzero(left)
+        if len(keep) < na:
+            base, left = base[keep], left[keep]
+
+
+def fill_subsets(out: np.ndarray, rows, values: np.ndarray, c: SSConstants,
+                 rng: np.random.Generator) -> None:
+    """SS randomizer writing each report into ``out[i, :ω]`` (``rows=None``) or ``out[rows[i], :ω]``.
+
+    Row i gets a sorted ω-subset of ``[m]``: with probability p, ``{r_i}`` plus a uniform
+    (ω−1)-subset of ``[m]∖{r_i}``; otherwise a uniform ω-subset of ``[m]∖{r_i}`` (SPEC §1)."""
+    r = np.asarray(values, dtype=np.int64)
+    n = len(r)
+    hit = rng.random(n) < c.p
+    if c.omega == 1:
+        other = rng.integers(0, c.m - 1, n)
+        other += other >= r
+        _put(out, rows, 0, np.where(hit, r, other)[:, None])
+        return
+    if _use_bitmap(c.m, c.omega):
+        path, step = _bitmap_path, max(1, BITMAP_WORDS_BYTES // (8 * (-(-c.m // 64))))
+    else:
+        path, step = _sort_path, max(1, SORT_CHUNK_ELEMENTS // c.omega)
+    for lo in range(0, n, step):
+        path(r[lo:lo + step], hit[lo:lo + step], c.omega, c.m, rng, out, rows, lo)
 
 
 def sample_subsets(values: np.ndarray, c: SSConstants, rng: np.random.Generator) -> np.ndarray:
-    """SS randomizer for a batch of values in ``[m]``: ``int64[n, ω]`` sorted subsets.
-
-    Draw a uniform ω-subset of ``[m]∖{r}``; with probability p replace one uniformly chosen member
-    by r. The kept ω−1 members are then a uniform (ω−1)-subset of ``[m]∖{r}``: exactly SPEC §1.
-    """
-    r = np.asarray(values, dtype=np.int64)
-    n = len(r)
-    z = _uniform_subsets(n, c.omega, c.m - 1, rng)
-    z += z >= r[:, None]                      # map [m-1] onto [m] \ {r}
-    hit = np.nonzero(rng.random(n) < c.p)[0]
-    z[hit, rng.integers(0, c.omega, len(hit))] = r[hit]
-    z.sort(axis=1)
-    return z
+    """SS randomizer for a batch of values in ``[m]``: ``int64[n, ω]`` sorted subsets (SPEC §1):
+    with probability p, r plus a uniform (ω−1)-subset of ``[m]∖{r}``, else a uniform ω-subset of
+    ``[m]∖{r}``. See :func:`fill_subsets`."""
+    out = np.empty((len(values), c.omega), dtype=np.int64)
+    fill_subsets(out, None, values, c, rng)
+    return out
 
 
 def subset_distribution(c: SSConstants, r: int) -> dict[tuple[int, ...], float]:
