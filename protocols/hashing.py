@@ -21,14 +21,22 @@ _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _S30, _S27, _S31, _S32 = (np.uint64(s) for s in (30, 27, 31, 32))
 
 
-def mix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64 finalizer of a uint64 array, in place (returns ``z``)."""
+def mix64(z: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+    """SplitMix64 finalizer of a uint64 array, in place (returns ``z``); ``scratch`` (same shape
+    and dtype) avoids allocating a temporary per shift."""
     with np.errstate(over="ignore"):
-        z ^= z >> _S30
-        z *= _M1
-        z ^= z >> _S27
-        z *= _M2
-        z ^= z >> _S31
+        if scratch is None:
+            z ^= z >> _S30
+            z *= _M1
+            z ^= z >> _S27
+            z *= _M2
+            z ^= z >> _S31
+        else:
+            z ^= np.right_shift(z, _S30, out=scratch)
+            z *= _M1
+            z ^= np.right_shift(z, _S27, out=scratch)
+            z *= _M2
+            z ^= np.right_shift(z, _S31, out=scratch)
     return z
 
 

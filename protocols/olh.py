@@ -9,15 +9,24 @@ import numpy as np
 from protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
                             check_int, register_protocol)
 from protocols.estimators import debias, pure_variance
-from protocols.hashing import hash_to_range, item_offsets, seed_state
+from protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
 from protocols.wire import decode_indices, encode_indices, index_width
 
 __all__ = ["OLH"]
 
-# (report, item) hash evaluations per chunk in add_reports: 2^22 uint64 = 32 MiB per temporary.
-CHUNK_ELEMENTS = 1 << 22
+# (report, item) pairs hashed per block in add_reports: n_chunk x k_chunk <= 2^18, i.e. a 2 MiB
+# uint64 block, one 2 MiB scratch buffer and a 256 KiB mask, whatever n and k (k > 2^18 is split
+# over items too; the O(k) counts and item offsets come on top). Measured at k = 2^20, n = 64:
+# 2^18-pair blocks 3.1 ns/pair, 2^20 4.1, 2^22 (32 MiB) 5.4 (cache misses, page faults).
+CHUNK_ELEMENTS = 1 << 18
 # output_distribution enumerates every seed: only for test-sized seed spaces.
 ENUMERATION_LIMIT_SEED_BITS = 16
+
+
+def _range_start(y: np.ndarray, g: int) -> np.ndarray:
+    """``⌈y·2^32/g⌉·2^32`` (uint64): the smallest mixed word whose range reduction is >= y."""
+    y = y.astype(np.uint64)
+    return ((((y << np.uint64(32)) + np.uint64(g - 1)) // np.uint64(g)) << np.uint64(32))
 
 
 @register_protocol("olh")
@@ -40,7 +49,8 @@ class OLH(FrequencyProtocol):
 
     Cost model: the server must hash every item under every report's seed: ``Θ(n·k)`` hash
     evaluations (~10 uint64 ops each) in ``add_reports``, done in chunks of ``CHUNK_ELEMENTS // k``
-    reports so memory stays ``O(CHUNK_ELEMENTS)``; ``estimate`` is ``O(k)``.
+    reports (and of items when k is larger) so the temporaries stay ``O(CHUNK_ELEMENTS)`` on top of
+    the ``O(k)`` counts; ``estimate`` is ``O(k)``.
     Payload: ``y`` as one little-endian index of ``wire.index_width(g)`` bytes (the seed travels in
     its own report field; valid seeds are ``0 <= s < seed_bound() = 2^seed_bits``).
     """
@@ -108,14 +118,36 @@ class OLH(FrequencyProtocol):
         return (self.k,)
 
     def add_reports(self, acc: Counts, batch: ReportBatch) -> Counts:
-        offsets = item_offsets(np.arange(self.k))[None, :]
+        """Support counts in blocks of <= CHUNK_ELEMENTS (report, item) pairs (bounded memory).
+
+        ``H_s(v) = y`` is tested on the mixed word w itself: ``((w >> 32)·g) >> 32 = y`` iff
+        ``lo_y <= w < hi_y`` with ``lo_y = ⌈y·2^32/g⌉·2^32`` (see ``hashing.hash_to_range``), one
+        wrapping subtraction and one compare instead of the range reduction."""
+        n = len(batch)
+        k_step = min(self.k, CHUNK_ELEMENTS)
+        n_step = max(1, CHUNK_ELEMENTS // k_step)
+        offsets = item_offsets(np.arange(self.k))
         y = batch.values[:, 0].astype(np.uint64)
-        step = max(1, CHUNK_ELEMENTS // self.k)
-        for lo in range(0, len(batch), step):
-            h = hash_to_range(seed_state(batch.seed[lo:lo + step])[:, None], offsets, self.g,
-                              as_int64=False)
-            acc.counts += (h == y[lo:lo + step, None]).sum(axis=0, dtype=np.int64)
-        acc.n_block[0] += len(batch)
+        lo_y = _range_start(y, self.g)
+        # hi_y − lo_y mod 2^64: for y = g−1, hi_y = 2^64 wraps to 0 and the difference is still right
+        width = _range_start(y + np.uint64(1), self.g) - lo_y
+        states = seed_state(batch.seed) if n else np.empty(0, np.uint64)
+        z = np.empty(n_step * k_step, dtype=np.uint64)
+        tmp = np.empty_like(z)
+        hit = np.empty(n_step * k_step, dtype=bool)
+        for r0 in range(0, n, n_step):
+            r1 = min(n, r0 + n_step)
+            for v0 in range(0, self.k, k_step):
+                v1 = min(self.k, v0 + k_step)
+                shape = (r1 - r0, v1 - v0)
+                zz = z[:shape[0] * shape[1]].reshape(shape)
+                tt = tmp[:zz.size].reshape(shape)
+                np.add(states[r0:r1, None], offsets[None, v0:v1], out=zz)
+                mix64(zz, tt)
+                zz -= lo_y[r0:r1, None]
+                hh = np.less(zz, width[r0:r1, None], out=hit[:zz.size].reshape(shape))
+                acc.counts[v0:v1] += hh.sum(axis=0, dtype=np.int64)
+        acc.n_block[0] += n
         return acc
 
     def estimate(self, acc: Counts) -> Estimate:

@@ -1,0 +1,171 @@
+"""Client samplers at speed and baselines at k = 2^20 (issue 5, "Throughput at scale").
+
+* Both SS sampler strategies of protocols/subset_selection.py (sort and bitmap), each forced, tiny
+  chunks included, match the exact P(Z | r) of SPEC §1, alone and inside MSS (which writes each
+  block's rows in place), and the ω = 1 path too.
+* GRR, OLH and Hadamard response randomize, aggregate and estimate at k = 2^20 with small n: the one
+  heavy hitter is found, its estimate is within 5σ of the truth and the spread of the other items'
+  estimates matches the predicted variance; OLH's chunked aggregation equals direct hashing and its
+  temporaries do not grow with n.
+Fixed seeds throughout; false-failure probabilities are stated beside each statistical check.
+"""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from _baseline_contract import assert_sampler_matches
+import protocols.olh as olh_mod
+import protocols.subset_selection as ss_mod
+from protocols.grr import GRR
+from protocols.hadamard import HadamardResponse
+from protocols.mss import ModularSubsetSelection as MSS
+from protocols.olh import OLH
+from protocols.subset_selection import SubsetSelection, sample_subsets, ss_constants
+
+K_BIG = 1 << 20
+
+
+def _subset_keys(batch):
+    return [tuple(r) for r in batch.values.tolist()]
+
+
+def _mss_keys(batch):
+    return [(int(j), tuple(v for v in r if v >= 0)) for j, r in zip(batch.block, batch.values.tolist())]
+
+
+def _tiny_chunks(monkeypatch):
+    """Chunks of a few rows everywhere, so every chunk/offset/remainder branch runs."""
+    monkeypatch.setattr(ss_mod, "SORT_CHUNK_ELEMENTS", 61)
+    monkeypatch.setattr(ss_mod, "SORT_GROUP_ROWS", 3)
+    monkeypatch.setattr(ss_mod, "BITMAP_WORDS_BYTES", 8 * 41)
+    monkeypatch.setattr(ss_mod, "BITMAP_INIT_BYTES", 8 * 9)
+    monkeypatch.setattr(ss_mod, "BITMAP_SCAN_BYTES", 64 * 5)
+
+
+@pytest.mark.parametrize("bitmap", [False, True], ids=["sort", "bitmap"])
+@pytest.mark.parametrize("tiny", [False, True], ids=["chunks", "tiny-chunks"])
+@pytest.mark.parametrize("k,eps", [(7, 0.3), (9, 1.0), (12, 0.7)])
+def test_ss_paths_match_distribution(monkeypatch, bitmap, tiny, k, eps):
+    # chi-square goodness of fit, false failure 1e-4 per case (CHI2_ALPHA)
+    monkeypatch.setattr(ss_mod, "_use_bitmap", lambda m, omega: bitmap)
+    if tiny:
+        _tiny_chunks(monkeypatch)
+    proto = SubsetSelection(k, eps)
+    assert proto.ss.omega > 1
+    assert_sampler_matches(proto, 3, _subset_keys, 30_000, seed=21)
+
+
+@pytest.mark.parametrize("bitmap", [False, True], ids=["sort", "bitmap"])
+def test_mss_paths_match_distribution(monkeypatch, bitmap):
+    # MSS writes each block's subsets into its rows of the shared values array; tiny chunks make
+    # the row offsets matter. Chi-square false failure 1e-4 per case.
+    monkeypatch.setattr(ss_mod, "_use_bitmap", lambda m, omega: bitmap)
+    _tiny_chunks(monkeypatch)
+    assert_sampler_matches(MSS(12, 0.5, (5, 7, 11)), 8, _mss_keys, 40_000, seed=22)
+
+
+def test_omega_one_path_matches_distribution():
+    proto = SubsetSelection(10, 3.0)
+    assert proto.ss.omega == 1
+    assert_sampler_matches(proto, 4, _subset_keys, 30_000, seed=23)
+
+
+def test_many_block_mss_randomize_keeps_rows():
+    # ℓ > 4 groups rows with a radix argsort: each report's subset must be its own item's.
+    proto = MSS(30, 8.0, (5, 7, 9, 11, 13))
+    assert all(c.omega == 1 for c in proto.blocks)
+    x = np.random.default_rng(24).integers(0, 30, 5000)
+    batch = proto.randomize(x, np.random.default_rng(25))
+    mods = np.array(proto.moduli)[batch.block]
+    kept = batch.values[:, 0] == x % mods          # p = e^8/(e^8 + m - 1) >= 0.996
+    assert kept.mean() > 0.98                       # ~Bin(5000, >=0.996): mean 0.996, sd 0.0009
+
+
+@pytest.mark.parametrize("eps", [1.0, 4.0])
+def test_realistic_sizes_are_exact_subsets(eps):
+    # m = 1023: ω = 275 (bitmap path) at ε = 1, ω = 18 (sort path) at ε = 4. Structure exactly;
+    # P(r ∈ Z) = p and uniform other members within 5σ (false failure ~1e-6 each).
+    c = ss_constants(1023, eps)
+    assert ss_mod._use_bitmap(c.m, c.omega) == (eps == 1.0)
+    n = 20_000
+    r = np.random.default_rng(26).integers(0, c.m, n)
+    z = sample_subsets(r, c, np.random.default_rng(27))
+    assert z.shape == (n, c.omega) and z.min() >= 0 and z.max() < c.m
+    assert (np.diff(z, axis=1) > 0).all()
+    has_r = (z == r[:, None]).any(axis=1)
+    assert abs(has_r.mean() - c.p) < 5 * np.sqrt(c.p * (1 - c.p) / n)
+    # offsets (z - r) mod m over the non-r members: uniform on 1..m-1. A row holds each offset at
+    # most once, so a cell count has variance ≈ e(1 − π) (π = members per row / (m − 1)), not e:
+    # the chi-square statistic is rescaled by 1/(1 − π); 5σ of its chi2(m−2) law.
+    off = ((z - r[:, None]) % c.m)[z != r[:, None]]
+    counts = np.bincount(off, minlength=c.m)[1:]
+    expected = len(off) / (c.m - 1)
+    pi = len(off) / n / (c.m - 1)
+    chi2 = ((counts - expected) ** 2 / (expected * (1 - pi))).sum()
+    assert abs(chi2 - (c.m - 2)) < 5 * np.sqrt(2 * (c.m - 2))
+
+
+# ----- k = 2^20 baselines --------------------------------------------------------------------------
+def _check_spike(proto, n, seed, x0=123_457):
+    """All n users hold x0: x0 is the argmax, its estimate is within 5σ of 1 (false failure 6e-7),
+    and the mean squared estimate over the other items is within 10% of their predicted variance
+    (2^20 items: its relative sd is ~0.1% for independent items; correlations across items through
+    shared reports stay far below 10% here)."""
+    rng = np.random.default_rng(seed)
+    batch = proto.randomize(np.full(n, x0, dtype=np.int64), rng)
+    acc = proto.add_reports(proto.create_accumulator(), batch)
+    est = proto.estimate(acc)
+    f = est.frequencies
+    assert f.shape == (K_BIG,) and np.isfinite(f).all()
+    assert int(np.argmax(f)) == x0
+    truth = np.zeros(K_BIG)
+    truth[x0] = 1.0
+    var = proto.variance(n, truth)
+    assert abs(f[x0] - 1.0) < 5 * np.sqrt(var[x0])
+    others = np.ones(K_BIG, dtype=bool)
+    others[x0] = False
+    assert abs(np.mean(f[others] ** 2) / np.mean(var[others]) - 1) < 0.1
+    return est
+
+
+def test_grr_at_a_million_items():
+    _check_spike(GRR(K_BIG, 15.0), 2000, seed=31)
+
+
+@pytest.mark.parametrize("eps", [1.0, 4.0])
+def test_hadamard_at_a_million_items(eps):
+    proto = HadamardResponse(K_BIG, eps)
+    _check_spike(proto, 20_000 if eps == 1.0 else 4000, seed=32)
+
+
+def test_olh_at_a_million_items():
+    _check_spike(OLH(K_BIG, 4.0), 96, seed=33)
+
+
+def test_olh_aggregation_memory_does_not_grow_with_n():
+    # Temporaries are bounded by CHUNK_ELEMENTS pairs; only the O(k) counts and offsets remain.
+    proto = OLH(K_BIG, 2.0)
+    rng = np.random.default_rng(34)
+    peaks = []
+    for n in (8, 64):
+        batch = proto.randomize(rng.integers(0, K_BIG, n), rng)
+        acc = proto.create_accumulator()
+        tracemalloc.start()
+        proto.add_reports(acc, batch)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    budget = 3 * 8 * K_BIG + 3 * 8 * olh_mod.CHUNK_ELEMENTS    # offsets, block sums + scratch
+    assert max(peaks) <= budget, peaks
+    assert peaks[1] <= peaks[0] * 1.1 + (1 << 20)
+
+
+@pytest.mark.parametrize("chunk", [7, 45, 10**6])
+def test_olh_chunked_equals_direct_hashing(monkeypatch, chunk):
+    # chunk 7 < k splits items too; 45 gives one report per block; 10^6 is a single block.
+    proto = OLH(30, 1.0)
+    batch = proto.randomize(np.arange(30).repeat(7), np.random.default_rng(35))
+    direct = (proto.hash_items(batch.seed, np.arange(30)) == batch.values).sum(axis=0)
+    monkeypatch.setattr(olh_mod, "CHUNK_ELEMENTS", chunk)
+    acc = proto.add_reports(proto.create_accumulator(), batch)
+    np.testing.assert_array_equal(acc.counts, direct)
