@@ -129,7 +129,7 @@ class OLH(FrequencyProtocol):
         offsets = item_offsets(np.arange(self.k))
         y = batch.values[:, 0].astype(np.uint64)
         lo_y = _range_start(y, self.g)
-        # hi_y − lo_y mod 2^64: for y = g−1, hi_y = 2^64 wraps to 0 and the difference is still right
+        # hi_y − lo_y mod 2^64: for y = g−1, hi_y = 2^64 wraps to 0 and the difference is right
         width = _range_start(y + np.uint64(1), self.g) - lo_y
         states = seed_state(batch.seed) if n else np.empty(0, np.uint64)
         z = np.empty(n_step * k_step, dtype=np.uint64)

@@ -85,9 +85,15 @@ BITMAP_NS_PER_ELEMENT = 1.0      # bitmap path, int64 write of the result, per s
 BITMAP_WORDS_BYTES = 1 << 21
 BITMAP_INIT_BYTES = 1 << 19
 BITMAP_SCAN_BYTES = 1 << 20
-BITMAP_WINDOW_SD = 2.5           # start-count window, in sd of the Bernoulli count (1.0, 1.5 slower)
-SORT_CHUNK_ELEMENTS = 1 << 18    # sort path: 2^18 values (512 KiB int16) per chunk: 1.2x faster than 2^21
-SORT_GROUP_ROWS = 64             # rows sharing one sort row (bounded by the int16 key range)
+BITMAP_WINDOW_SD = 2.5           # start-count window in sd of the count (1.0 and 1.5 were slower)
+SORT_CHUNK_ELEMENTS = 1 << 18    # sort path: 2^18 values (512 KiB int16) per chunk (1.2x vs 2^21)
+# Rows share one sort row of ~256 int16 keys (numpy's SIMD sort keeps <= 256 in registers):
+# measured at ω = 18, 101 ns/row vs 127 with one row per sort row and 106 at 288 keys.
+SORT_ROW_ELEMENTS = 256
+# Fill steps: no row can be full before step min(need) + 1; compact finished rows every 4 steps
+# after (each compaction costs ~3 ns per pending row, masking a full row's draw ~0.8 ns).
+FILL_DENSE_STEPS = 1
+FILL_COMPACT_EVERY = 4
 _ONE = np.uint64(1)
 
 
@@ -122,25 +128,24 @@ def _put(out, rows, lo, block):
 def _sort_path(r, hit, omega, m, rng, out, rows, lo):
     """Sorted subsets of a chunk by draw, sort and redraw of repeats (see the module notes).
 
-    Every row draws ω values y from ``[m−1]``, mapped onto ``[m]∖{r}`` by ``y + [y >= r]``; a hit
-    row's first value is replaced by r. To sort and test for repeats without mapping, values are
-    kept as keys ``2y`` (r as ``2r−1``, which sorts where r belongs and never repeats), and G rows
-    share one sort row through key offsets ``g·2m`` (short rows sort slowly: ~2.3 ns/element at
-    ω = 18 per row vs ~1 ns/element at ~600 per row, measured). Rows with a repeat then redraw the
-    repeated positions and re-sort alone until distinct."""
+    Every row draws ω values y from ``[m−1]``, mapped onto ``[m]∖{r}`` by ``y + [y >= r]`` before
+    sorting; a hit row's first value is then replaced by r, which no mapped value can repeat. G rows
+    share one sort row through key offsets ``g·m`` (short rows sort slowly; see SORT_ROW_ELEMENTS).
+    Rows with a repeat then redraw the repeated positions and re-sort alone until distinct."""
     n = len(r)
-    span = 2 * m
-    dt = _value_dtype(span)
+    dt = _value_dtype(m)
     # int16 rows sort with SIMD (~1 ns/element); wider keys sort ~10x slower: never widen to group
-    group = max(1, min(n, SORT_GROUP_ROWS, np.iinfo(dt).max // span)) if dt == np.int16 else 1
+    group = max(1, min(n, SORT_ROW_ELEMENTS // omega, np.iinfo(dt).max // m)) \
+        if dt == np.int16 else 1
     n_g = n - n % group
+    off = ((np.arange(n) % group) * m).astype(dt)
+    thr = r.astype(dt) + off                  # mapped keys y + off >= r + off move up by one
     z = rng.integers(0, m - 1, (n, omega), dtype=dt)
-    z <<= 1
+    z += off[:, None]
+    z += z >= thr[:, None]
     hits = np.flatnonzero(hit)
-    z[hits, 0] = 2 * r[hits] - 1
-    off = ((np.arange(n) % group) * span).astype(dt)
+    z[hits, 0] = thr[hits]
     if group > 1:
-        z += off[:, None]
         if n_g:
             z[:n_g].reshape(n_g // group, group * omega).sort(axis=1)
         if n_g < n:
@@ -153,18 +158,17 @@ def _sort_path(r, hit, omega, m, rng, out, rows, lo):
         pos = np.flatnonzero(sub[:, 1:] == sub[:, :-1])
         row, col = np.divmod(pos, omega - 1)
         new = rng.integers(0, m - 1, len(pos), dtype=dt)
-        new <<= 1
         new += off[todo[row]]
+        new += new >= thr[todo[row]]
         sub[row, col + 1] = new
         sub.sort(axis=1)
         z[todo] = sub
         todo = todo[_rows_with_repeats(sub)]
-    # key k = 2y + off (or 2r-1 + off) -> value: (k - off + 1) >> 1 maps 2y -> y, 2r-1 -> r; then
-    # values y >= r (k >= 2r + off) move up by one: y + [y >= r] maps [m-1] onto [m] \ {r}
-    val = z - (off - 1)[:, None]
-    val >>= 1
-    val += z >= (2 * r + off).astype(dt)[:, None]
-    _put(out, rows, lo, val)
+    if rows is None:
+        np.subtract(z, off[:, None], out=out[lo:lo + n, :omega], casting="unsafe")
+    else:
+        z -= off[:, None]
+        out[rows[lo:lo + n], :omega] = z
 
 
 def _rows_with_repeats(z: np.ndarray) -> np.ndarray:
@@ -262,32 +266,38 @@ def _fill_words(wf, nw, need, m, rng):
 
     Each step draws one position per unfinished row and sets its bit (a no-op if it is already a
     member); a row counts the step only if the bit was new. Rows are distinct, so no two updates in
-    a step touch the same word, and a row leaves once full. Positions come from a buffer of iid
-    uniform draws, consumed in order."""
+    a step touch the same word. Full rows are masked out (their drawn bit is zeroed) and dropped
+    every few steps, which is cheaper than compacting every step. Positions come from a buffer of
+    iid uniform draws, consumed in order."""
     act = np.flatnonzero(need)
     left = need[act]
     base = act * nw
     wo = bits = np.empty(0, dtype=np.int64)
-    p = 0
+    p = step = 0
     while len(base):
         na = len(base)
         if p + na > len(wo):
             pos = rng.integers(0, m, max(8 * na, 1 << 14))
             wo, bits, p = pos >> 6, np.left_shift(_ONE, (pos & 63).view(np.uint64)), 0
         fw = base + wo[p:p + na]
-        cur = wf[fw]
-        new = cur | bits[p:p + na]
+        b = bits[p:p + na]
         p += na
+        step += 1
+        if step > FILL_DENSE_STEPS:      # some rows may be full: zero their bit
+            b = b & -(left > 0).view(np.uint8).astype(np.uint64)
+        cur = wf[fw]
+        new = cur | b
         wf[fw] = new
         left -= new != cur
-        keep = np.flatnonzero(left)
-        if len(keep) < na:
-            base, left = base[keep], left[keep]
+        if step >= FILL_DENSE_STEPS and step % FILL_COMPACT_EVERY == 0:
+            keep = np.flatnonzero(left > 0)
+            if len(keep) < na:
+                base, left = base[keep], left[keep]
 
 
 def fill_subsets(out: np.ndarray, rows, values: np.ndarray, c: SSConstants,
                  rng: np.random.Generator) -> None:
-    """SS randomizer writing each report into ``out[i, :ω]`` (``rows=None``) or ``out[rows[i], :ω]``.
+    """SS randomizer writing report i into ``out[i, :ω]`` (rows None) or ``out[rows[i], :ω]``.
 
     Row i gets a sorted ω-subset of ``[m]``: with probability p, ``{r_i}`` plus a uniform
     (ω−1)-subset of ``[m]∖{r_i}``; otherwise a uniform ω-subset of ``[m]∖{r_i}`` (SPEC §1)."""

@@ -31,13 +31,14 @@ def _subset_keys(batch):
 
 
 def _mss_keys(batch):
-    return [(int(j), tuple(v for v in r if v >= 0)) for j, r in zip(batch.block, batch.values.tolist())]
+    return [(int(j), tuple(v for v in r if v >= 0))
+            for j, r in zip(batch.block, batch.values.tolist())]
 
 
 def _tiny_chunks(monkeypatch):
     """Chunks of a few rows everywhere, so every chunk/offset/remainder branch runs."""
     monkeypatch.setattr(ss_mod, "SORT_CHUNK_ELEMENTS", 61)
-    monkeypatch.setattr(ss_mod, "SORT_GROUP_ROWS", 3)
+    monkeypatch.setattr(ss_mod, "SORT_ROW_ELEMENTS", 10)
     monkeypatch.setattr(ss_mod, "BITMAP_WORDS_BYTES", 8 * 41)
     monkeypatch.setattr(ss_mod, "BITMAP_INIT_BYTES", 8 * 9)
     monkeypatch.setattr(ss_mod, "BITMAP_SCAN_BYTES", 64 * 5)
@@ -106,7 +107,7 @@ def test_realistic_sizes_are_exact_subsets(eps):
     assert abs(chi2 - (c.m - 2)) < 5 * np.sqrt(2 * (c.m - 2))
 
 
-# ----- k = 2^20 baselines --------------------------------------------------------------------------
+# ----- k = 2^20 baselines -------------------------------------------------------------------
 def _check_spike(proto, n, seed, x0=123_457):
     """All n users hold x0: x0 is the argmax, its estimate is within 5σ of 1 (false failure 6e-7),
     and the mean squared estimate over the other items is within 10% of their predicted variance
