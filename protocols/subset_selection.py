@@ -4,6 +4,7 @@ Ye & Barg 2018; Wang et al. 2016. ``P(Z | r) ∝ e^{ε·[r∈Z]}`` over ω-subse
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -145,7 +146,7 @@ def _sort_path(r, hit, omega, m, rng, out, rows, lo):
     group = max(1, min(n, SORT_ROW_ELEMENTS // omega, np.iinfo(dt).max // m)) \
         if dt == np.int16 else 1
     n_g = n - n % group
-    off = ((np.arange(n) % group) * m).astype(dt)
+    off = _group_offsets(SORT_CHUNK_ELEMENTS // omega + 1, group, m, dt)[:n]
     thr = r.astype(dt) + off                  # mapped keys y + off >= r + off move up by one
     z = rng.integers(0, m - 1, (n, omega), dtype=dt)
     z += off[:, None]
@@ -174,17 +175,30 @@ def _sort_path(r, hit, omega, m, rng, out, rows, lo):
     if rows is None:
         np.subtract(z, off[:, None], out=out[lo:lo + n, :omega], casting="unsafe")
     else:
-        z -= off[:, None]
-        _put(out, rows, lo, z)
+        _put(out, rows, lo, np.subtract(z, off[:, None], dtype=out.dtype))
+
+
+@functools.lru_cache(maxsize=16)
+def _group_offsets(n: int, group: int, m: int, dt) -> np.ndarray:
+    """Read-only key offsets ``(i mod G)·m`` of rows 0..n-1 (computed once per shape)."""
+    off = ((np.arange(n) % group) * m).astype(dt)
+    off.flags.writeable = False
+    return off
 
 
 def _rows_with_repeats(z: np.ndarray) -> np.ndarray:
-    """Indices of the rows of a row-sorted array holding a repeated value (repeats are rare)."""
-    pos = np.flatnonzero(z[:, 1:] == z[:, :-1])
+    """Indices of the rows of a C-contiguous row-sorted array holding a repeated value (rare).
+
+    Compares the flat array with itself shifted by one (3x faster than the 2-D strided compare),
+    then drops the pairs that straddle two rows."""
+    w = z.shape[1]
+    zf = z.reshape(-1)
+    pos = np.flatnonzero(zf[1:] == zf[:-1])
     if len(pos) == 0:
         return pos
-    row = pos // (z.shape[1] - 1)
-    return row[np.concatenate(([True], row[1:] != row[:-1]))]
+    pos = pos[(pos + 1) % w != 0]
+    row = pos // w
+    return row[np.concatenate(([True], row[1:] != row[:-1]))] if len(row) else row
 
 
 def _bernoulli_words(nwords: int, j: int, e: int, rng) -> np.ndarray:
