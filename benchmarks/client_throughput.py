@@ -1,7 +1,8 @@
 """Client randomization throughput of every protocol (issue 5, "Throughput at scale").
 
     python benchmarks/client_throughput.py [--n 1000000] [--repeats 3] [--k 1024]
-                                           [--eps 1 4] [--only grr,ss,...] [--markdown]
+                                           [--eps 1 4] [--only grr,ss,...]
+    python benchmarks/client_throughput.py --million      # GRR/OLH/HR at k = 2^20 end to end
 
 One process, one thread (OMP/OPENBLAS/MKL threads are pinned to 1 before numpy is imported; every
 randomizer is single-threaded numpy anyway). For each ε and each protocol of the registry it times
@@ -165,6 +166,39 @@ def _print_row(row):
           f"{lb} | {ratio} | {_verdict(row)} | {row['note']} |", flush=True)
 
 
+def run_million(n_of: dict, seed: int = 0):
+    """Part B of the issue: GRR, OLH and HR at k = 2^20, one heavy hitter held by every user.
+
+    Times randomize / add_reports / estimate once each and reports the peak of numpy allocations
+    during aggregation and estimation (tracemalloc; numpy reports its buffers to it)."""
+    import tracemalloc
+    from protocols import get_protocol_class
+    k = 1 << 20
+    x0 = 123_457
+    print("| protocol | ε | n | randomize s | aggregate s | estimate s | peak MiB (agg+est) | "
+          "argmax | f̂[x0] ± se |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for pid, eps in (("grr", 15.0), ("olh", 4.0), ("hr", 1.0), ("hr", 4.0)):
+        n = n_of[pid]
+        proto = get_protocol_class(pid)(k=k, epsilon=eps)
+        rng = np.random.default_rng(seed)
+        items = np.full(n, x0, dtype=np.int64)
+        t0 = time.perf_counter()
+        batch = proto.randomize(items, rng)
+        t1 = time.perf_counter()
+        tracemalloc.start()
+        acc = proto.add_reports(proto.create_accumulator(), batch)
+        t2 = time.perf_counter()
+        est = proto.estimate(acc)
+        t3 = time.perf_counter()
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        f = est.frequencies
+        print(f"| {pid} | {eps:g} | {n} | {t1 - t0:.4f} | {t2 - t1:.3f} | {t3 - t2:.3f} | "
+              f"{peak:.0f} | {int(np.argmax(f))} | {f[x0]:.3f} ± {est.stderr[x0]:.3f} |",
+              flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="reports per batch")
@@ -174,7 +208,13 @@ def main(argv=None):
     ap.add_argument("--only", default=None,
                     help="comma-separated case names (grr,oue,sue,olh,hr,pgr,rappor,ss,mss,mss-w1)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--million", action="store_true",
+                    help="instead: GRR/OLH/HR at k = 2^20 end to end (randomize, aggregate, "
+                         "estimate, peak memory)")
     args = ap.parse_args(argv)
+    if args.million:
+        run_million({"grr": 100_000, "olh": 1000, "hr": 100_000}, args.seed)
+        return
     only = None if args.only is None else set(args.only.split(","))
     print(f"# client randomization, n = {args.n} reports per batch, k = {args.k}, best of "
           f"{args.repeats}; numpy {np.__version__}, Python {platform.python_version()}, "

@@ -14,7 +14,7 @@ from protocols import mss_decoder
 from protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
                             check_int, register_protocol)
 from protocols.subset_selection import (SSConstants, decode_subsets, encode_subsets,
-                                        fill_subsets, ss_constants)
+                                        fill_block_subsets, fill_subsets, ss_constants)
 
 __all__ = ["ModularSubsetSelection", "check_moduli"]
 
@@ -110,13 +110,7 @@ class ModularSubsetSelection(FrequencyProtocol):
         values = np.empty((n, self.omega_max), dtype=np.int64)
         if any(c.omega < self.omega_max for c in self.blocks):
             values.fill(-1)
-        if self.ell <= 4:        # rows of each block, ascending: one pass per block is cheapest
-            groups = [np.flatnonzero(j == b) for b in range(self.ell)]
-        else:                    # many blocks: one stable (radix) argsort of the small block ids
-            order = np.argsort(j.astype(np.uint8 if self.ell <= 256 else np.uint16), kind="stable")
-            groups = np.split(order, np.cumsum(np.bincount(j, minlength=self.ell))[:-1])
-        for rows, c in zip(groups, self.blocks):
-            fill_subsets(values, rows, x[rows] % c.m, c, rng)   # writes values[rows, :ω_b]
+        fill_block_subsets(values, x, j, self.blocks, rng)    # writes values[i, :ω_j]
         return ReportBatch(j, np.zeros(n, np.int64), values)
 
     # ----- wire --------------------------------------------------------------------------------

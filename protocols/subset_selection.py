@@ -17,7 +17,8 @@ from protocols.estimators import debias, pure_variance
 from protocols.wire import (decode_bitmap, decode_indices, encode_bitmap, encode_indices,
                             index_width, subset_encoding)
 
-__all__ = ["SubsetSelection", "SSConstants", "fill_subsets", "sample_subsets", "ss_constants"]
+__all__ = ["SubsetSelection", "SSConstants", "fill_block_subsets", "fill_subsets",
+           "sample_subsets", "ss_constants"]
 
 
 @dataclass(frozen=True)
@@ -133,13 +134,17 @@ def _put(out, rows, lo, block):
         out[rows[lo:lo + len(block)], :block.shape[1]] = block
 
 
-def _sort_path(r, hit, omega, m, rng, out, rows, lo):
+def _sort_path(r, hit, omega, m, rng, out, rows, lo, mrow=None):
     """Sorted subsets of a chunk by draw, sort and redraw of repeats (see the module notes).
 
     Every row draws ω values y from ``[m−1]``, mapped onto ``[m]∖{r}`` by ``y + [y >= r]`` before
     sorting; a hit row's first value is then replaced by r, which no mapped value can repeat. G rows
     share one sort row through key offsets ``g·m`` (short rows sort slowly; see SORT_ROW_ELEMENTS).
-    Rows with a repeat then redraw the repeated positions and re-sort alone until distinct."""
+    Rows with a repeat then redraw the repeated positions and re-sort alone until distinct.
+
+    ``mrow`` (MSS, blocks of equal ω): row i samples from ``[mrow[i]]`` with ``m = max(mrow)``; a
+    drawn y >= mrow[i] − 1 is out of range and redrawn like a repeat, so accepted values are
+    uniform on ``[mrow[i] − 1]``."""
     n = len(r)
     dt = _value_dtype(m)
     # int16 rows sort with SIMD (~1 ns/element); wider keys sort ~10x slower: never widen to group
@@ -148,6 +153,7 @@ def _sort_path(r, hit, omega, m, rng, out, rows, lo):
     n_g = n - n % group
     off = _group_offsets(SORT_CHUNK_ELEMENTS // omega + 1, group, m, dt)[:n]
     thr = r.astype(dt) + off                  # mapped keys y + off >= r + off move up by one
+    lim = None if mrow is None else mrow.astype(dt) + off     # valid keys are < lim
     z = rng.integers(0, m - 1, (n, omega), dtype=dt)
     z += off[:, None]
     z += z >= thr[:, None]
@@ -160,18 +166,24 @@ def _sort_path(r, hit, omega, m, rng, out, rows, lo):
             z[n_g:].sort(axis=1)
     else:
         z.sort(axis=1)
-    todo = _rows_with_repeats(z)
+    todo = _rows_to_redraw(z, lim)
     while len(todo):
         sub = z[todo]
-        pos = np.flatnonzero(sub[:, 1:] == sub[:, :-1])
-        row, col = np.divmod(pos, omega - 1)
+        flat = sub.reshape(-1)
+        pos = np.flatnonzero(flat[1:] == flat[:-1]) + 1      # later copies of repeated keys
+        pos = pos[pos % omega != 0]                          # not pairs straddling two rows
+        if lim is not None:
+            bad = (sub >= lim[todo][:, None]).reshape(-1)
+            bad[pos] = True
+            pos = np.flatnonzero(bad)
+        row = pos // omega
         new = rng.integers(0, m - 1, len(pos), dtype=dt)
         new += off[todo[row]]
         new += new >= thr[todo[row]]
-        sub[row, col + 1] = new
+        flat[pos] = new
         sub.sort(axis=1)
         z[todo] = sub
-        todo = todo[_rows_with_repeats(sub)]
+        todo = todo[_rows_to_redraw(sub, None if lim is None else lim[todo])]
     if rows is None:
         np.subtract(z, off[:, None], out=out[lo:lo + n, :omega], casting="unsafe")
     else:
@@ -186,19 +198,22 @@ def _group_offsets(n: int, group: int, m: int, dt) -> np.ndarray:
     return off
 
 
-def _rows_with_repeats(z: np.ndarray) -> np.ndarray:
-    """Indices of the rows of a C-contiguous row-sorted array holding a repeated value (rare).
-
-    Compares the flat array with itself shifted by one (3x faster than the 2-D strided compare),
-    then drops the pairs that straddle two rows."""
+def _rows_to_redraw(z: np.ndarray, lim=None) -> np.ndarray:
+    """Rows of a C-contiguous row-sorted key array holding a repeat, or (``lim`` given) a key
+    ``>= lim[row]`` (out of range keys sort last). Repeats are found on the flat array shifted by
+    one (3x faster than the 2-D strided compare), dropping pairs that straddle two rows."""
     w = z.shape[1]
     zf = z.reshape(-1)
     pos = np.flatnonzero(zf[1:] == zf[:-1])
-    if len(pos) == 0:
-        return pos
     pos = pos[(pos + 1) % w != 0]
     row = pos // w
-    return row[np.concatenate(([True], row[1:] != row[:-1]))] if len(row) else row
+    if lim is not None:
+        mask = z[:, -1] >= lim
+        mask[row] = True
+        return np.flatnonzero(mask)
+    if len(row):
+        row = row[np.concatenate(([True], row[1:] != row[:-1]))]
+    return row
 
 
 def _bernoulli_words(nwords: int, j: int, e: int, rng) -> np.ndarray:
@@ -336,6 +351,39 @@ def fill_subsets(out: np.ndarray, rows, values: np.ndarray, c: SSConstants,
         path, step = _sort_path, max(1, SORT_CHUNK_ELEMENTS // c.omega)
     for lo in range(0, n, step):
         path(r[lo:lo + step], hit[lo:lo + step], c.omega, c.m, rng, out, rows, lo)
+
+
+def fill_block_subsets(out: np.ndarray, items: np.ndarray, block: np.ndarray,
+                       blocks: tuple[SSConstants, ...], rng: np.random.Generator) -> None:
+    """MSS client core: row i gets the SS report of ``items[i] mod m_j`` on ``[m_j]``,
+    ``j = block[i]``, written to ``out[i, :ω_j]`` (the caller pads the rest).
+
+    When every block has the same ω > 1 and takes the sort path, all rows go through one pass
+    with per-row moduli (contiguous writes, no per-block gathers); otherwise block by block, each
+    block's rows written in place."""
+    x = np.asarray(items, dtype=np.int64)
+    omega = blocks[0].omega
+    fused = (len(blocks) > 1 and omega > 1 and all(c.omega == omega for c in blocks)
+             and not any(_use_bitmap(c.m, c.omega) for c in blocks))
+    if fused:
+        mods = np.array([c.m for c in blocks], dtype=np.int64)
+        mrow = mods[block]
+        r = x % mrow
+        hit = rng.random(len(x)) < np.array([c.p for c in blocks])[block]
+        step = max(1, SORT_CHUNK_ELEMENTS // omega)
+        m_max = int(mods.max())
+        for lo in range(0, len(x), step):
+            _sort_path(r[lo:lo + step], hit[lo:lo + step], omega, m_max, rng, out, None, lo,
+                       mrow=mrow[lo:lo + step])
+        return
+    if len(blocks) <= 4:     # rows of each block, ascending: one pass per block is cheapest
+        groups = [np.flatnonzero(block == b) for b in range(len(blocks))]
+    else:                    # many blocks: one stable (radix) argsort of the small block ids
+        order = np.argsort(block.astype(np.uint8 if len(blocks) <= 256 else np.uint16),
+                           kind="stable")
+        groups = np.split(order, np.cumsum(np.bincount(block, minlength=len(blocks)))[:-1])
+    for rows, c in zip(groups, blocks):
+        fill_subsets(out, rows, x[rows] % c.m, c, rng)
 
 
 def sample_subsets(values: np.ndarray, c: SSConstants, rng: np.random.Generator) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Client samplers at speed and baselines at k = 2^20 (issue 5, "Throughput at scale").
 
 * Both SS sampler strategies of protocols/subset_selection.py (sort and bitmap), each forced, tiny
-  chunks included, match the exact P(Z | r) of SPEC §1, alone and inside MSS (which writes each
-  block's rows in place), and the ω = 1 path too.
+  chunks included, match the exact P(Z | r) of SPEC §1, alone and inside MSS (block by block, each
+  block's rows written in place, or in one pass with per-row moduli when all ω are equal), and the
+  ω = 1 path too.
 * GRR, OLH and Hadamard response randomize, aggregate and estimate at k = 2^20 with small n: the one
   heavy hitter is found, its estimate is within 5σ of the truth and the spread of the other items'
   estimates matches the predicted variance; OLH's chunked aggregation equals direct hashing and its
@@ -64,6 +65,19 @@ def test_mss_paths_match_distribution(monkeypatch, bitmap):
     monkeypatch.setattr(ss_mod, "_use_bitmap", lambda m, omega: bitmap)
     _tiny_chunks(monkeypatch)
     assert_sampler_matches(MSS(12, 0.5, (5, 7, 11)), 8, _mss_keys, 40_000, seed=22)
+
+
+@pytest.mark.parametrize("tiny", [False, True], ids=["chunks", "tiny-chunks"])
+@pytest.mark.parametrize("moduli", [(7, 9), (7, 8, 9)])
+def test_mss_fused_equal_omega_matches_distribution(monkeypatch, tiny, moduli):
+    # Blocks of equal ω on the sort path share one pass with per-row moduli: values drawn at or
+    # above a row's m_j − 1 are redrawn (25% of draws for m = 7 next to 9). Chi-square, 1e-4.
+    proto = MSS(12, 1.0, moduli)
+    assert len({c.omega for c in proto.blocks}) == 1 and proto.blocks[0].omega > 1
+    assert not any(ss_mod._use_bitmap(c.m, c.omega) for c in proto.blocks)
+    if tiny:
+        _tiny_chunks(monkeypatch)
+    assert_sampler_matches(proto, 8, _mss_keys, 40_000, seed=28)
 
 
 def test_omega_one_path_matches_distribution():
