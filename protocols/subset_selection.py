@@ -150,7 +150,6 @@ def _sort_path(r, hit, omega, m, rng, out, rows, lo, mrow=None):
     # int16 rows sort with SIMD (~1 ns/element); wider keys sort ~10x slower: never widen to group
     group = max(1, min(n, SORT_ROW_ELEMENTS // omega, np.iinfo(dt).max // m)) \
         if dt == np.int16 else 1
-    n_g = n - n % group
     off = _group_offsets(SORT_CHUNK_ELEMENTS // omega + 1, group, m, dt)[:n]
     thr = r.astype(dt) + off                  # mapped keys y + off >= r + off move up by one
     lim = None if mrow is None else mrow.astype(dt) + off     # valid keys are < lim
@@ -159,13 +158,7 @@ def _sort_path(r, hit, omega, m, rng, out, rows, lo, mrow=None):
     z += z >= thr[:, None]
     hits = np.flatnonzero(hit)
     z[hits, 0] = thr[hits]
-    if group > 1:
-        if n_g:
-            z[:n_g].reshape(n_g // group, group * omega).sort(axis=1)
-        if n_g < n:
-            z[n_g:].sort(axis=1)
-    else:
-        z.sort(axis=1)
+    _grouped_sort(z, group)
     todo = _rows_to_redraw(z, lim)
     while len(todo):
         sub = z[todo]
@@ -181,13 +174,32 @@ def _sort_path(r, hit, omega, m, rng, out, rows, lo, mrow=None):
         new += off[todo[row]]
         new += new >= thr[todo[row]]
         flat[pos] = new
-        sub.sort(axis=1)
+        if group > 1:            # re-key to the offset pattern of rows 0..len-1 and group-sort
+            shift = (off[:len(todo)] - off[todo])[:, None]
+            sub += shift
+            _grouped_sort(sub, group)
+            sub -= shift
+        else:
+            sub.sort(axis=1)
         z[todo] = sub
         todo = todo[_rows_to_redraw(sub, None if lim is None else lim[todo])]
     if rows is None:
         np.subtract(z, off[:, None], out=out[lo:lo + n, :omega], casting="unsafe")
     else:
         _put(out, rows, lo, np.subtract(z, off[:, None], dtype=out.dtype))
+
+
+def _grouped_sort(z: np.ndarray, group: int) -> None:
+    """Sort each row of ``z`` in place, where row i's keys lie in ``[(i mod G)·m, (i mod G + 1)·m)``:
+    G consecutive rows are sorted as one row (keys of different rows never interleave)."""
+    n, w = z.shape
+    n_g = n - n % group
+    if group > 1 and n_g:
+        z[:n_g].reshape(n_g // group, group * w).sort(axis=1)
+        if n_g < n:
+            z[n_g:].sort(axis=1)
+    else:
+        z.sort(axis=1)
 
 
 @functools.lru_cache(maxsize=16)
