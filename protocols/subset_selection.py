@@ -378,12 +378,15 @@ def fill_block_subsets(out: np.ndarray, items: np.ndarray, block: np.ndarray,
     fused = (len(blocks) > 1 and omega > 1 and all(c.omega == omega for c in blocks)
              and not any(_use_bitmap(c.m, c.omega) for c in blocks))
     if fused:
-        mods = np.array([c.m for c in blocks], dtype=np.int64)
+        m_max = max(c.m for c in blocks)
+        dt = _value_dtype(m_max)
+        mods = np.array([c.m for c in blocks], dtype=dt)
         mrow = mods[block]
-        r = x % mrow
+        # residues in the narrow key type when the items fit it (MSS ε = 4: ratio 2.02 vs 2.14)
+        narrow = x.size > 0 and int(x.max()) <= np.iinfo(dt).max
+        r = x.astype(dt) % mrow if narrow else (x % mrow).astype(dt)
         hit = rng.random(len(x)) < np.array([c.p for c in blocks])[block]
         step = max(1, SORT_CHUNK_ELEMENTS // omega)
-        m_max = int(mods.max())
         for lo in range(0, len(x), step):
             _sort_path(r[lo:lo + step], hit[lo:lo + step], omega, m_max, rng, out, None, lo,
                        mrow=mrow[lo:lo + step])
