@@ -21,6 +21,10 @@ the best of the repeats is compared: "ratio" = randomize time / bound time. It o
 that makes the report private (coin, r, distinctness, order), so a ratio of 1 is unreachable; the
 issue's target is <= 2.
 
+Peak memory: one extra, untimed call under ``tracemalloc`` (numpy reports its buffers to it): the
+peak of numpy allocations during ``randomize`` beside the size of the ReportBatch it returns
+(the output is most of it; the rest is the randomizer's temporaries).
+
 Timing: best of ``--repeats`` calls (minimum; the machine is shared, the minimum is the least
 disturbed run; SS-type rows get SS_EXTRA_REPEATS more and also print the ratio of medians).
 Only the ratios measured in one run carry over to another machine.
@@ -37,6 +41,7 @@ import math  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import tracemalloc  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -137,9 +142,16 @@ def run(k: int, epsilons, n: int, repeats: int, only, seed: int = 0):
                     t0 = time.perf_counter()
                     _lower_bound(lb, n, rng)
                     t_lb.append(time.perf_counter() - t0)
+            tracemalloc.start()
+            batch = proto.randomize(items, rng)
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+            out_mib = sum(a.nbytes for a in (batch.block, batch.seed, batch.values)) / 2**20
+            del batch
             t = min(t_rand)
             row = {"eps": eps, "protocol": name, "seconds": t, "rate": n / t, "note": note,
-                   "lb_seconds": min(t_lb) if t_lb else math.nan}
+                   "lb_seconds": min(t_lb) if t_lb else math.nan, "peak_mib": peak,
+                   "output_mib": out_mib}
             row["ratio"] = t / row["lb_seconds"] if t_lb else math.nan
             row["median_ratio"] = (float(np.median(t_rand)) / float(np.median(t_lb))
                                    if t_lb else math.nan)
@@ -163,7 +175,8 @@ def _print_row(row):
              if row["ratio"] == row["ratio"] else "-")
     lb = f"{row['lb_seconds']:.3f}" if row["lb_seconds"] == row["lb_seconds"] else "-"
     print(f"| {row['eps']:g} | {row['protocol']} | {row['seconds']:.3f} | {row['rate']:.3g} | "
-          f"{lb} | {ratio} | {_verdict(row)} | {row['note']} |", flush=True)
+          f"{lb} | {ratio} | {_verdict(row)} | {row['peak_mib']:.0f} / {row['output_mib']:.0f} | "
+          f"{row['note']} |", flush=True)
 
 
 def run_million(n_of: dict, seed: int = 0):
@@ -219,8 +232,9 @@ def main(argv=None):
     print(f"# client randomization, n = {args.n} reports per batch, k = {args.k}, best of "
           f"{args.repeats}; numpy {np.__version__}, Python {platform.python_version()}, "
           f"{platform.processor() or platform.machine()}, threads pinned to 1")
-    print("| ε | protocol | seconds | reports/s | O(ω) bound s | ratio | target | note |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| ε | protocol | seconds | reports/s | O(ω) bound s | ratio | target | "
+          "peak / output MiB | note |")
+    print("|---|---|---|---|---|---|---|---|---|")
     t0 = time.perf_counter()
     run(args.k, args.eps, args.n, args.repeats, only, args.seed)
     print(f"# total wall {time.perf_counter() - t0:.1f} s")
