@@ -17,6 +17,10 @@ peak RSS is its own, read from ``ru_maxrss`` of the child and its workers):
 
 Prints reports/s and the ratios pipeline/floor and Avro/Parquet; ``--markdown`` also prints the
 table as Markdown. Every pass is repeated ``--repeat`` times, interleaved; the best time counts.
+
+``--micro`` measures only the floor's protocol work, in this process on in-memory payloads: per
+block, ``decode_payloads`` and then ``add_reports`` over batches of ``batch_rows / n_blocks``
+rows (what the floor and the pipeline hand them), best of ``--repeat`` (at least 3) passes.
 """
 from __future__ import annotations
 
@@ -133,6 +137,45 @@ def _run_child(kind: str, **kwargs) -> dict:
 
 # ----- driver ---------------------------------------------------------------------------------------
 
+def micro(args) -> None:
+    """``decode_payloads`` and ``add_reports`` alone, per block, on in-memory payloads."""
+    from protocols.base import ReportBatch
+    from transforms.simulate import batch_rows
+    config = _config(args.protocol, args.k, args.epsilon)
+    p = config.protocol
+    rng = np.random.default_rng(args.seed)
+    items = np.minimum(rng.zipf(1.1, args.n) - 1, args.k - 1).astype(np.int64)
+    batch = p.randomize(items, np.random.default_rng(7))
+    rows = max(1, batch_rows(config) // p.n_blocks)
+    blocks = []
+    for j in range(p.n_blocks):
+        sel = np.flatnonzero(batch.block == j)
+        raw = p.encode_payloads(j, batch.values[sel])
+        blocks.append([(raw[lo:lo + rows], batch.block[sel[lo:lo + rows]],
+                        batch.seed[sel[lo:lo + rows]]) for lo in range(0, len(sel), rows)])
+    del batch, items
+    best = {"decode_payloads": np.inf, "add_reports": np.inf}
+    for _ in range(max(3, args.repeat)):
+        t_dec = t_add = 0.0
+        acc = p.create_accumulator()
+        for j, parts in enumerate(blocks):
+            for raw, block, seed in parts:
+                t0 = time.perf_counter()
+                values, _ = p.decode_payloads(j, raw)
+                t1 = time.perf_counter()
+                p.add_reports(acc, ReportBatch(block, seed, values))
+                t_add += time.perf_counter() - t1
+                t_dec += t1 - t0
+        assert acc.n == args.n
+        best["decode_payloads"] = min(best["decode_payloads"], t_dec)
+        best["add_reports"] = min(best["add_reports"], t_add)
+    print(f"config: {config.protocol_id} k={args.k} eps={args.epsilon} {dict(config.params)}; "
+          f"n = {args.n}, {rows} rows per block batch; best of {max(3, args.repeat)}")
+    for name, sec in [*best.items(), ("total", sum(best.values()))]:
+        print(f"  {name:16s} {sec:7.3f} s  {sec / args.n * 1e9:7.0f} ns/report  "
+              f"{args.n / sec / 1e6:6.2f} M reports/s")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=10**7, help="reports (default 10^7)")
@@ -145,7 +188,11 @@ def main(argv=None) -> None:
                     help="FnApiRunner running modes to measure, comma-separated")
     ap.add_argument("--workdir", default=None, help="keep the files here (default: a temp dir)")
     ap.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    ap.add_argument("--micro", action="store_true",
+                    help="only time decode_payloads + add_reports in this process (no files)")
     args = ap.parse_args(argv)
+    if args.micro:
+        return micro(args)
 
     from pipelines.encode import report_pieces, write_avro_reports, write_parquet_reports
     from transforms.simulate import batch_rows

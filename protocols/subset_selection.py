@@ -428,11 +428,18 @@ def encode_subsets(values: np.ndarray, c: SSConstants) -> np.ndarray:
     return encode_bitmap(values, c.m)
 
 
-def decode_subsets(raw: np.ndarray, c: SSConstants) -> tuple[np.ndarray, np.ndarray]:
-    """Payloads → (sorted ``int64[n, ω]`` subsets, reason per row)."""
-    if c.encoding == "indices":
-        return decode_indices(raw, c.m, c.omega, distinct=True)
-    return decode_bitmap(raw, c.m, c.omega)
+def decode_subsets(raw: np.ndarray, c: SSConstants,
+                   pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Payloads → (sorted ``int64[n, ω]`` subsets, reason per row); ``pad_to`` (>= ω): rows of
+    that width, -1 after the subset (bitmaps are decoded straight into them, no copy)."""
+    if c.encoding == "bitmap":
+        return decode_bitmap(raw, c.m, c.omega, pad_to)
+    z, reason = decode_indices(raw, c.m, c.omega, distinct=True)
+    if pad_to is None or pad_to == c.omega:
+        return z, reason
+    values = np.full((len(z), pad_to), -1, dtype=np.int64)
+    values[:, :c.omega] = z
+    return values, reason
 
 
 @register_protocol("ss")

@@ -81,22 +81,69 @@ def encode_bitmap(values: np.ndarray, m: int) -> np.ndarray:
     return np.packbits(bits, axis=1, bitorder="little")
 
 
-def decode_bitmap(raw: np.ndarray, m: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+# decode_bitmap unpacks the rows (one byte per position of [m]) and scans them with one 1-D
+# flatnonzero per chunk of this many unpacked bytes. Measured at m = 1021, ω = 275 (numpy 2.4, one
+# core, 16384 rows): 2^17-2^20 bytes per chunk within 4 % of each other (~0.93 µs/row), 2^14
+# 1.3x and 2^12 2.3x slower (per-chunk overhead), 2^22 1.08x and 2^23 1.6x slower (the unpacked
+# bytes and the int64 positions no longer stay in cache between unpack, scan and subtraction).
+# The whole decode was 6.6 µs/row with one 2-D np.nonzero (5 µs of it) over all rows.
+BITMAP_DECODE_BYTES = 1 << 18
+
+
+def decode_bitmap(raw: np.ndarray, m: int, w: int,
+                  pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``uint8[n, ceil(m/8)]`` → (sorted ``int64[n, w]`` members, reason per row).
 
-    A row must have exactly ``w`` set bits among the first ``m`` and zero padding bits.
+    A row must have exactly ``w`` set bits among the first ``m`` and zero padding bits
+    (``Reason.BAD_PADDING`` first, else ``Reason.BAD_LENGTH``; rejected rows' members are 0).
+    ``pad_to`` (>= w): return ``int64[n, pad_to]`` rows, the members then -1 in columns >= w.
+
+    Vectorized over rows: the checks are popcounts of the packed bytes; the members of the good
+    rows come from one 1-D ``flatnonzero`` over their unpacked bits per chunk of rows (each good
+    row holds exactly ``w`` of the positions, so row ``i``'s are ``pos[i·w:(i+1)·w] − i·m``).
     """
     raw = np.ascontiguousarray(raw, dtype=np.uint8)
-    n = raw.shape[0]
-    bits = np.unpackbits(raw, axis=1, bitorder="little")
+    n, width = raw.shape
+    if 8 * width < m:
+        raise ValueError(f"decode_bitmap: rows of {width} bytes cannot hold {m} bits")
+    width_out = w if pad_to is None else pad_to
+    if width_out < w:
+        raise ValueError(f"decode_bitmap: pad_to = {pad_to} < w = {w}")
+    values = np.zeros((n, width_out), dtype=np.int64)
+    if width_out > w:
+        values[:, w:] = -1
     reason = np.zeros(n, dtype=np.int64)
-    reason[bits[:, m:].any(axis=1)] = Reason.BAD_PADDING
-    bits = bits[:, :m]
-    ones = bits.sum(axis=1, dtype=np.int64)
-    reason[(ones != w) & (reason == Reason.OK)] = Reason.BAD_LENGTH
-    values = np.zeros((n, w), dtype=np.int64)
+    if n == 0:
+        return values, reason
+    full, rem = divmod(m, 8)
+    padding = np.zeros(n, dtype=bool)
+    if rem:
+        padding |= (raw[:, full] >> rem) != 0
+    if width > full + (rem > 0):
+        padding |= raw[:, full + (rem > 0):].any(axis=1)
+    reason[padding] = Reason.BAD_PADDING
+    # On rows without padding bits the popcount of the whole row is that of its first m bits.
+    ones = np.bitwise_count(raw).sum(axis=1, dtype=np.int64)
+    reason[(ones != w) & ~padding] = Reason.BAD_LENGTH
     good = reason == Reason.OK
-    if good.any():
-        rr, cc = np.nonzero(bits[good])
-        values[good] = cc.reshape(-1, w)
+    all_good = bool(good.all())
+    step = max(1, BITMAP_DECODE_BYTES // max(1, m))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        if all_good:
+            rows, out = raw[lo:hi], values[lo:hi, :w]
+        else:
+            g = good[lo:hi]
+            rows = raw[lo:hi][g]
+            if not len(rows):
+                continue
+        r = len(rows)
+        bits = np.unpackbits(rows, axis=1, count=m, bitorder="little").view(bool)
+        pos = np.flatnonzero(bits).reshape(r, w)
+        base = np.arange(0, r * m, m, dtype=np.int64)[:, None]
+        if all_good:
+            np.subtract(pos, base, out=out)
+        else:
+            pos -= base
+            values[lo:hi, :w][g] = pos
     return values, reason

@@ -197,3 +197,28 @@ def test_information_bits():
     expect = 1 + (math.ceil(math.log2(math.comb(991, proto.blocks[0].omega)))
                   + math.ceil(math.log2(math.comb(1009, proto.blocks[1].omega)))) / 2
     assert proto.information_bits() == expect
+
+
+@pytest.mark.parametrize("k,moduli", [(120, (151, 157, 163)), (30, (7, 9, 11, 13))])
+def test_add_reports_matches_masked_count(k, moduli):
+    # Blocks with different ω (so -1 padding): per-block batches, mixed batches, an empty batch
+    # and a one-report batch all give the counts of the plain masked bincount.
+    proto = MSS(k, 0.7, moduli)
+    assert len({c.omega for c in proto.blocks}) > 1
+    batch = proto.randomize(np.arange(3000) % k, np.random.default_rng(3))
+
+    def reference(b):
+        flat = b.values + proto.offsets[b.block][:, None]
+        return np.bincount(flat[b.values >= 0], minlength=proto.count_shape()[0])
+
+    mixed = proto.add_reports(proto.create_accumulator(), batch)
+    np.testing.assert_array_equal(mixed.counts, reference(batch))
+    np.testing.assert_array_equal(mixed.n_block, np.bincount(batch.block, minlength=proto.ell))
+    per_block = proto.create_accumulator()
+    for j in range(proto.ell):
+        proto.add_reports(per_block, batch.take(batch.block == j))
+    proto.add_reports(per_block, batch.take(np.zeros(0, np.int64)))
+    np.testing.assert_array_equal(per_block.counts, mixed.counts)
+    np.testing.assert_array_equal(per_block.n_block, mixed.n_block)
+    one = proto.add_reports(proto.create_accumulator(), batch.take([5]))
+    np.testing.assert_array_equal(one.counts, reference(batch.take([5])))
