@@ -87,7 +87,7 @@ def child_floor(config_json: str, path: str, batch_rows: int) -> dict:
                 raw = data[offsets[0]:offsets[0] + len(block) * widths[0]].reshape(-1, widths[0])
             else:
                 rows = np.flatnonzero(block == j)
-                raw = data[offsets[rows][:, None] + np.arange(widths[j])]
+                raw = np.lib.stride_tricks.sliding_window_view(data, widths[j])[offsets[rows]]
             values, _ = p.decode_payloads(j, raw)
             p.add_reports(acc, ReportBatch(block[rows], seed[rows], values))
         n += len(block)
