@@ -81,6 +81,27 @@ def test_bitmap_subsets_of_the_wrong_size_or_with_padding_bits_are_rejected():
     assert all("decode_payloads" in d["message"] for d in dead)
 
 
+def test_interleaved_bitmap_blocks_are_gathered_and_counted_exactly():
+    # Blocks 0 and 1 interleave (1- and 2-byte payloads): each block's rows are gathered from the
+    # shared payload buffer; bad rows between them are dead-lettered, the rest counted exactly.
+    items = np.arange(300) % 20
+    recs = records_for(MSS_BITMAP, items, seed=11)
+    bad_at = [3, 50, 51, 200]
+    for i in bad_at:
+        recs[i] = {**recs[i], "payload": bytes(len(recs[i]["payload"]))}  # no members
+    batches, dead, stats = _parse(MSS_BITMAP, recs)
+    assert stats["accepted"] == 296 and _reasons(dead) == ["BAD_LENGTH"] * 4
+    p = MSS_BITMAP.protocol
+    ref = p.randomize(items, np.random.default_rng(11))
+    keep = np.ones(300, bool)
+    keep[bad_at] = False
+    expect = p.add_reports(p.create_accumulator(), ref.take(keep))
+    got = p.merge([p.add_reports(p.create_accumulator(), b) for b in batches])
+    np.testing.assert_array_equal(got.counts, expect.counts)
+    np.testing.assert_array_equal(got.n_block, expect.n_block)
+    assert len(np.unique(ref.block)) == 2
+
+
 def test_malformed_records_and_unreadable_files_are_counted_once():
     good = records_for(GRR_EXACT, [0, 1, 2])
     cols = ReportColumns.from_records(good + [{"protocol": "grr"}, "not a dict"], "f.avro")
