@@ -95,8 +95,8 @@ class RunTrial(beam.DoFn):
             "client_us_per_report": (t1 - t0) / n * 1e6,
             "aggregate_seconds": t2 - t1,
             "decode_seconds": t3 - t2,
-            # The solver part of the decode where the protocol reports it (MSS: LSMR, without the
-            # standard-error computation); else the whole estimate() call.
+            # The solver part of the decode where the protocol reports it (MSS: the direct or LSMR
+            # solve, without the standard errors); else the whole estimate() call.
             "solve_seconds": float(est.diagnostics.get("solve_seconds", t3 - t2)),
         }
         for option in POSTPROCESS:
