@@ -25,7 +25,9 @@ __all__ = [
     "decode",
     "exact_covariance",
     "ExceedsBound",
+    "ForestSolver",
     "probe_count",
+    "periodic",
     "residue_sums",
     "spread_add",
     "trace_inverse_estimate",
@@ -53,6 +55,12 @@ LSMR_TOL = 1e-10  # atol = btol: relative residual tolerances of LSMR
 # decode solves directly per item-graph component when Σ_c |c|³ <= DIRECT_WORK·k: a batched
 # s×s solve costs ~s³ flops per component against LSMR's ~2ℓ·iterations (~60-120) flops per item.
 DIRECT_WORK = 64
+# ℓ = 2 forest designs solve in closed form (``ForestSolver``) when its left inverse has at most
+# FOREST_NNZ·k nonzeros (a tree of s >= 2 items costs s(s+1)): a memory cap of ~200 bytes per
+# item, about two dozen length-k arrays. The planner's near-k ℓ = 2 designs need ~1·k (k = 22000:
+# 2982 items in trees of 6 and 8 items); at 8-11·k (k ~ 10^3, trees of 14-26 items) the closed
+# form measured 15-25× faster than LSMR, which such designs used before (direct_work > 64).
+FOREST_NNZ = 16
 
 LSMR_STOP_REASONS = {
     0: "x = 0 is the exact solution",
@@ -93,6 +101,17 @@ def spread_add(out: np.ndarray, s: np.ndarray, m: int, scale: float = 1.0) -> No
         out[q * m:] += scale * s[:rem]
 
 
+def periodic(s: np.ndarray, k: int, scale: float = 1.0) -> np.ndarray:
+    """``scale · A_jᵀ s``, i.e. ``out[x] = scale · s[x mod m]`` for x < k (m = len(s)), float64:
+    one broadcast multiply over ``⌊k/m⌋`` rows plus the tail (casting integer counts on the way)."""
+    m = s.shape[0]
+    q, rem = divmod(k, m)
+    out = np.empty(k)
+    np.multiply(s, scale, out=out[:q * m].reshape(q, m))
+    np.multiply(s[:rem], scale, out=out[q * m:])
+    return out
+
+
 class Design:
     """The MSS design matrix for ``(k, moduli)``, applied by structure, plus residue-class sizes.
 
@@ -129,6 +148,28 @@ class Design:
         return a
 
     @functools.cached_property
+    def row_components(self) -> tuple[int, np.ndarray]:
+        """``(count, label)``: connected components of the residue graph (vertices: the T rows;
+        item x joins its rows ``rows[:, x]``), ``label`` per row. O(kℓ) time and memory."""
+        from scipy.sparse.csgraph import connected_components
+        r = self.rows
+        src = np.broadcast_to(r[0], (len(self.moduli) - 1, self.k)).ravel()
+        graph = sp.coo_matrix((np.ones(src.size, dtype=np.int8), (src, r[1:].ravel())),
+                              shape=(self.n_rows, self.n_rows))
+        return connected_components(graph, directed=False)
+
+    @functools.cached_property
+    def forest(self) -> ForestSolver | None:
+        """The closed-form solver of ``ForestSolver`` when ℓ = 2, the residue graph is a forest
+        (⇔ A has full column rank) and the left inverse fits in FOREST_NNZ·k nonzeros; else None."""
+        if len(self.moduli) != 2 or self.components[1].size:
+            return None
+        if self.k != self.n_rows - self.row_components[0]:   # a cycle: rank-deficient
+            return None
+        nnz = sum(items.size * (s + 1) for s, items in self.components[0].items() if s >= 2)
+        return ForestSolver(self) if nnz <= FOREST_NNZ * self.k else None
+
+    @functools.cached_property
     def components(self) -> tuple[dict[int, np.ndarray], np.ndarray]:
         """Connected components of the item graph (x ~ y iff they share a residue in some block).
 
@@ -138,15 +179,8 @@ class Design:
         components. Near-k moduli give tiny components (k = 2^20, moduli 977447, 999431: sizes
         <= 8, 86 % singletons); small moduli give one giant component. O(kℓ) time and memory.
         """
-        from scipy.sparse.csgraph import connected_components
         r = self.rows
-        if len(self.moduli) == 1:
-            label = r[0]
-        else:
-            src = np.broadcast_to(r[0], (len(self.moduli) - 1, self.k)).ravel()
-            graph = sp.coo_matrix((np.ones(src.size, dtype=np.int8), (src, r[1:].ravel())),
-                                  shape=(self.n_rows, self.n_rows))
-            label = connected_components(graph, directed=False)[1][r[0]]
+        label = r[0] if len(self.moduli) == 1 else self.row_components[1][r[0]]
         order = np.argsort(label, kind="stable")
         _, starts, sizes = np.unique(label[order], return_index=True, return_counts=True)
         limit = DENSE_LIMIT if self.k <= DENSE_LIMIT else COMPONENT_DENSE_LIMIT
@@ -226,6 +260,92 @@ class Design:
             if w[j] != 0:
                 spread_add(out, self.class_sizes[j].astype(np.float64), m, w[j])
         return out
+
+
+class ForestSolver:
+    """Weighted least squares ``min_f Σ_j w_j ||A_j f − ĝ_j||²`` in closed form for ℓ = 2 designs
+    whose residue graph (vertices: the T rows, edges: the items) is a forest.
+
+    On a tree with row sets R0 (block 0) and R1 (block 1) every column of A has one 1 in each, so
+    ``range(A) = {u : Σ_{R0} u = Σ_{R1} u}`` (codimension 1: a tree has one vertex more than
+    edges), whose W-orthogonal complement is spanned by ``h = W^{-1}(1_{R0} − 1_{R1})``. The
+    weighted projection of ĝ onto range(A) is therefore ``Af = ĝ + βh`` with
+    ``β = (Σ_{R1} ĝ − Σ_{R0} ĝ)/D``, ``D = |R0|/w_0 + |R1|/w_1``, weighted residual ``β²D``, and
+    ``f = L(ĝ + βh)`` for any fixed left inverse L of A (``LA = I``): here the unweighted
+    ``L_c = (A_cᵀA_c)^{-1}A_cᵀ`` of each tree of >= 2 items, built once. A single item x (rows a,
+    b) is the weighted mean ``f_x = ρ_0ĝ_a + ρ_1ĝ_b = (Aᵀy)_x`` with ``ρ_j = w_j/Σw``,
+    ``y_j = ρ_j ĝ_j``, residual ``Σw·ρ_0ρ_1(ĝ_a − ĝ_b)²``; a row without items (residue >= k)
+    fits 0 with residual ``w_j ĝ_r²``.
+
+    Per call: a few O(k) passes (``A_jᵀy_j`` as periodic copies of the counts, debias, one sum of
+    squares) plus small ops on the rows and items of the larger trees (a bincount for β, one sparse
+    product with L); no iterations, no per-call factorisation, nothing of length T.
+    """
+
+    def __init__(self, d: Design):
+        count, label = d.row_components
+        items_in = np.bincount(label[d.rows[0]], minlength=count)
+        nodes = np.flatnonzero(items_in[label] >= 2)  # rows of trees with >= 2 items, block 0 first
+        _, tree = np.unique(label[nodes], return_inverse=True)
+        n_trees = int(tree.max()) + 1 if tree.size else 0
+        self.nodes = nodes
+        self.n_first = int(np.searchsorted(nodes, d.moduli[0]))
+        self.label = tree + n_trees * (nodes >= d.moduli[0])   # tree id, + n_trees in block 1
+        sizes = np.bincount(self.label, minlength=2 * n_trees).astype(np.float64)
+        self.sizes = sizes[:n_trees], sizes[n_trees:]          # |R0|, |R1| per tree
+        column = np.empty(d.n_rows, dtype=np.int64)
+        column[nodes] = np.arange(nodes.size)
+        groups = [items for s, items in d.components[0].items() if s >= 2]
+        self.items = np.concatenate([items.ravel() for items in groups] or [np.zeros(0, np.int64)])
+        rows, cols, vals, start = [], [], [], 0
+        for items in groups:
+            n, s = items.shape
+            inv = np.concatenate([np.linalg.inv(m) for _, m, _ in
+                                  _group_systems(d, np.ones(2), 0.0, items)])
+            row = start + np.arange(n * s).reshape(n, s)
+            start += n * s
+            for j in range(2):   # L[x_i, row_j(x_l)] += (A_cᵀA_c)^{-1}[i, l]
+                rows.append(np.broadcast_to(row[:, :, None], inv.shape).ravel())
+                cols.append(np.broadcast_to(column[d.rows[j, items]][:, None, :],
+                                            inv.shape).ravel())
+                vals.append(inv.ravel())
+        self.left_inverse = sp.csr_matrix(
+            (np.concatenate(vals or [np.zeros(0)]),
+             (np.concatenate(rows or [np.zeros(0, np.int64)]),
+              np.concatenate(cols or [np.zeros(0, np.int64)]))),
+            shape=(self.items.size, nodes.size))
+
+    def solve(self, d: Design, counts: np.ndarray, scale: np.ndarray, shift: np.ndarray,
+              w: np.ndarray) -> tuple[np.ndarray, float]:
+        """``(f, ||W^{1/2}(Af − ĝ)||)`` for ``ĝ_j = scale_j·counts_j − shift_j``, ``w > 0``."""
+        rho = w / w.sum()
+        c0, c1 = counts[:d.moduli[0]], counts[d.moduli[0]:]
+        # single items: f = Aᵀy; t = A_1ᵀy_1/ρ_1 − f = ρ_0(ĝ_b − ĝ_a) there (no temporaries)
+        f = periodic(c0, d.k, rho[0] * scale[0])
+        f -= rho[0] * shift[0]
+        t = periodic(c1, d.k, rho[1] * scale[1])
+        t -= rho[1] * shift[1]
+        f += t
+        t *= 1.0 / rho[1]
+        t -= f
+        tt = t[self.items]
+        # trees of >= 2 items: u = ĝ + βh on their rows, f = L u
+        u = counts[self.nodes].astype(np.float64)
+        for j, part in enumerate((u[:self.n_first], u[self.n_first:])):
+            part *= scale[j]
+            part -= shift[j]
+        n_trees = self.sizes[0].size
+        sums = np.bincount(self.label, weights=u, minlength=2 * n_trees)
+        den = self.sizes[0] / w[0] + self.sizes[1] / w[1]
+        beta = (sums[n_trees:] - sums[:n_trees]) / den
+        u += np.concatenate([beta / w[0], beta / -w[1]])[self.label]
+        f[self.items] = self.left_inverse @ u
+        rr = (np.einsum("i,i->", t, t) - np.einsum("i,i->", tt, tt)) * w.sum() * rho[1] / rho[0]
+        rr += np.einsum("i,i,i->", beta, beta, den)
+        for j, cj in enumerate((c0, c1)):   # rows without items (residues >= k) fit 0
+            g = cj[d.k:] * scale[j] - shift[j]
+            rr += w[j] * np.einsum("i,i->", g, g)
+        return f, math.sqrt(max(float(rr), 0.0))
 
 
 class IllConditioned(ValueError):
@@ -575,13 +695,16 @@ def _weighted_operator(d: Design, sqrt_w: np.ndarray, col_scale: np.ndarray | No
 def decode(mss, acc: Counts, stderr: bool = True, solver: str = "auto") -> Estimate:
     """Per-block debiasing, then the weighted (ridge) least squares by LSMR (SPEC §2).
 
-    Solver: M is block diagonal over the item-graph components (``Design.components``). When they
-    are all small (``Design.direct_work <= DIRECT_WORK``, e.g. every ℓ = 2 near-k design) and A
-    has full column rank, ``solver="auto"`` solves the normal equations per component directly
-    (exact, ``iterations = 0``, ``stop_code = -1``); otherwise, or with ``solver="lsmr"``,
-    LSMR runs on ``W^{1/2} A`` applied by structure (O(kℓ) per iteration, no matrix stored). At
-    λ = 0 the columns are scaled by ``(M1)^{-1/2}`` (row sums of M; a right preconditioner, same
-    minimiser, fewer iterations). ``stderr=False`` skips the per-item standard errors (then NaN);
+    Solver: with both blocks of an ℓ = 2 design filled, λ = 0 and a residue graph that is a
+    forest (``Design.forest``, e.g. every ℓ = 2 near-k design), "auto" and "direct" use the closed
+    form of ``ForestSolver`` (exact; ``normal_residual_norm`` is 0 by construction). Otherwise M is
+    block diagonal over the item-graph components (``Design.components``): when they are all small
+    (``Design.direct_work <= DIRECT_WORK``) and A has full column rank, ``solver="auto"`` solves
+    the normal equations per component directly. Both are exact with ``iterations = 0``,
+    ``stop_code = -1``, ``solver = "direct"``; otherwise, or with ``solver="lsmr"``, LSMR runs
+    on ``W^{1/2} A`` applied by structure (O(kℓ) per iteration, no matrix stored). At λ = 0 the
+    columns are scaled by ``(M1)^{-1/2}`` (row sums of M; a right preconditioner, same minimiser,
+    fewer iterations). ``stderr=False`` skips the per-item standard errors (then NaN);
     they are exact per item-graph component (``covariance_diagonal``) and stochastic only on
     components of more than DENSE_LIMIT items (CG solves), which then dominate the decode time.
     """
@@ -599,32 +722,42 @@ def decode(mss, acc: Counts, stderr: bool = True, solver: str = "auto") -> Estim
                          "stop_reason": "no reports", "decode_seconds": 0.0})
     w = mss.block_weights(n_block)
     w_kept = np.where(n_block > 0, w, 0.0)
-    sqrt_w = np.sqrt(w_kept)
-    ghat = np.zeros(d.n_rows)
-    for j in kept:   # W^{1/2} ĝ, in place
-        c = mss.blocks[j]
-        out = ghat[d.offsets[j]:d.offsets[j + 1]]
-        np.multiply(acc.counts[d.offsets[j]:d.offsets[j + 1]], 1.0 / n_block[j], out=out)
-        out -= c.q
-        out *= sqrt_w[j] / (c.p - c.q)
+    # ĝ_j = scale_j·C_j − shift_j: C_j/n_j debiased by the SS constants
+    scale = np.array([1.0 / (n_block[j] * (c.p - c.q)) if n_block[j] > 0 else 0.0
+                      for j, c in enumerate(mss.blocks)])
+    shift = np.array([c.q / (c.p - c.q) for c in mss.blocks])
     rank_ok = mss.ridge > 0 or has_full_column_rank(k, tuple(mss.moduli[j] for j in kept))
-    use_direct = solver == "direct" or (solver == "auto" and rank_ok
-                                        and d.direct_work <= DIRECT_WORK)
-    if use_direct:
-        # Normal equations per component: exact minimiser, no iterations.
-        f = direct_solve(d, w_kept, mss.ridge, d.adjoint(ghat, sqrt_w))
-        resid = d.forward(f, sqrt_w)
-        resid -= ghat
-        istop, itn, conda = -1, 0, math.nan
-        normr = math.sqrt(float(resid @ resid) + mss.ridge * float(f @ f))
-        normar = float(np.linalg.norm(d.adjoint(resid, sqrt_w) + mss.ridge * f))
+    forest = (d.forest if solver != "lsmr" and mss.ridge == 0 and len(kept) == 2 == mss.ell
+              else None)
+    use_direct = forest is not None or solver == "direct" or (
+        solver == "auto" and rank_ok and d.direct_work <= DIRECT_WORK)
+    if forest is not None:   # closed form per residue-graph tree: exact, no iterations
+        f, normr = forest.solve(d, acc.counts, scale, shift, w)
+        istop, itn, conda, normar = -1, 0, math.nan, 0.0   # AᵀW r = 0 by construction
     else:
-        col_scale = None if mss.ridge > 0 else 1.0 / np.sqrt(d.normal_row_sums(w_kept))
-        res = lsmr(_weighted_operator(d, sqrt_w, col_scale), ghat, damp=math.sqrt(mss.ridge),
-                   atol=LSMR_TOL, btol=LSMR_TOL, maxiter=max(100, 10 * k))
-        f, istop, itn, normr, normar, norma, conda, normx = res
-        if col_scale is not None:
-            f = col_scale * f
+        sqrt_w = np.sqrt(w_kept)
+        ghat = np.zeros(d.n_rows)
+        for j in kept:   # W^{1/2} ĝ, in place
+            out = ghat[d.offsets[j]:d.offsets[j + 1]]
+            np.multiply(acc.counts[d.offsets[j]:d.offsets[j + 1]], scale[j], out=out)
+            out -= shift[j]
+            out *= sqrt_w[j]
+        if use_direct:
+            # Normal equations per component: exact minimiser, no iterations.
+            f = direct_solve(d, w_kept, mss.ridge, d.adjoint(ghat, sqrt_w))
+            resid = d.forward(f, sqrt_w)
+            resid -= ghat
+            istop, itn, conda = -1, 0, math.nan
+            normr = math.sqrt(float(resid @ resid) + mss.ridge * float(f @ f))
+            normar = float(np.linalg.norm(d.adjoint(resid, sqrt_w) + mss.ridge * f))
+        else:
+            col_scale = None if mss.ridge > 0 else 1.0 / np.sqrt(d.normal_row_sums(w_kept))
+            res = lsmr(_weighted_operator(d, sqrt_w, col_scale), ghat,
+                       damp=math.sqrt(mss.ridge), atol=LSMR_TOL, btol=LSMR_TOL,
+                       maxiter=max(100, 10 * k))
+            f, istop, itn, normr, normar, norma, conda, normx = res
+            if col_scale is not None:
+                f = col_scale * f
     solve_seconds = time.perf_counter() - t0
     if stderr:
         se = (np.sqrt(covariance_diagonal(d, w_kept, mss.ridge)) if rank_ok
@@ -640,7 +773,8 @@ def decode(mss, acc: Counts, stderr: bool = True, solver: str = "auto") -> Estim
         "full_column_rank": bool(rank_ok),
         "iterations": int(itn),
         "solver": "direct" if use_direct else "lsmr",
-        "stop_reason": ("direct solve per item-graph component (exact)" if use_direct
+        "stop_reason": ("closed form per residue-graph tree (exact)" if forest is not None
+                        else "direct solve per item-graph component (exact)" if use_direct
                         else LSMR_STOP_REASONS.get(int(istop), str(istop))),
         "stop_code": int(istop),
         "residual_norm": float(normr),

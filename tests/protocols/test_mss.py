@@ -120,6 +120,95 @@ def test_lsmr_matches_normal_equations():
                                atol=1e-8)
 
 
+def _random_counts(proto, n_block, rng):
+    """Counts with any values (decode is affine in them) and given reports per block."""
+    acc = proto.create_accumulator()
+    acc.counts[:] = rng.integers(0, max(n_block) + 1, size=acc.counts.shape)
+    acc.n_block[:] = n_block
+    return acc
+
+
+def _without_forest(proto):
+    """The same protocol with the closed-form forest solve disabled (batched direct solves)."""
+    clone = MSS(proto.k, proto.epsilon, proto.moduli, ridge=proto.ridge)
+    clone.design.__dict__["forest"] = None
+    return clone
+
+
+def _coprime_pair(k, rng):
+    """Two coprime moduli in [0.6k, 1.1k]: trees of 1-26 items, some rows without items (m > k)."""
+    while True:
+        a, b = (int(x) for x in rng.integers(int(0.6 * k), int(1.1 * k) + 2, size=2))
+        if a != b and math.gcd(a, b) == 1 and a + b - 1 >= k:
+            return a, b
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_forest_closed_form_matches_direct_solve_and_lsmr(seed):
+    rng = np.random.default_rng(100 + seed)
+    k = int(rng.integers(20, 3000))
+    proto = MSS(k, float(rng.uniform(0.3, 5.0)), _coprime_pair(k, rng))
+    assert proto.design.forest is not None
+    acc = _random_counts(proto, rng.integers(1, 10 ** 5, size=2), rng)
+    est = mss_decoder.decode(proto, acc, stderr=False)
+    assert est.diagnostics["stop_reason"].startswith("closed form")
+    assert est.diagnostics["solver"] == "direct" and est.diagnostics["stop_code"] == -1
+    ref = mss_decoder.decode(_without_forest(proto), acc, stderr=False, solver="direct")
+    assert ref.diagnostics["stop_reason"].startswith("direct solve")
+    scale = np.abs(ref.frequencies).max()
+    np.testing.assert_allclose(est.frequencies, ref.frequencies, rtol=0, atol=1e-10 * scale)
+    assert est.diagnostics["residual_norm"] == pytest.approx(ref.diagnostics["residual_norm"],
+                                                             rel=1e-10)
+    forced = mss_decoder.decode(proto, acc, stderr=False, solver="direct")
+    np.testing.assert_array_equal(forced.frequencies, est.frequencies)
+    lsmr_est = mss_decoder.decode(proto, acc, stderr=False, solver="lsmr")
+    np.testing.assert_allclose(est.frequencies, lsmr_est.frequencies, rtol=0, atol=1e-7 * scale)
+
+
+def test_forest_closed_form_at_k_2_16():
+    rng = np.random.default_rng(7)
+    proto = MSS(2 ** 16, 0.5, (61099, 62507))
+    assert proto.design.forest is not None
+    acc = _random_counts(proto, [4000, 6000], rng)
+    est = mss_decoder.decode(proto, acc, stderr=False)
+    ref = mss_decoder.decode(_without_forest(proto), acc, stderr=False)
+    assert est.diagnostics["stop_reason"].startswith("closed form")
+    np.testing.assert_allclose(est.frequencies, ref.frequencies, rtol=0,
+                               atol=1e-10 * np.abs(ref.frequencies).max())
+    assert est.diagnostics["residual_norm"] == pytest.approx(ref.diagnostics["residual_norm"],
+                                                             rel=1e-10)
+
+
+@pytest.mark.parametrize("n_block,ridge", [([0, 500], 0.0), ([500, 0], 0.0), ([300, 500], 2.0)])
+def test_forest_closed_form_not_used_for_dropped_blocks_or_ridge(n_block, ridge):
+    # an empty block leaves ℓ = 1 and λ > 0 has no closed form: the other solvers run as before
+    proto = MSS(60, 1.0, (59, 61), ridge=ridge)
+    acc = _random_counts(proto, n_block, np.random.default_rng(3))
+    est = mss_decoder.decode(proto, acc, stderr=False)
+    assert not est.diagnostics["stop_reason"].startswith("closed form")
+    ref = mss_decoder.decode(_without_forest(proto), acc, stderr=False)
+    np.testing.assert_array_equal(est.frequencies, ref.frequencies)
+
+
+def test_forest_needs_two_blocks_and_no_cycle():
+    assert mss_decoder.Design(12, (4, 6)).forest is None      # 12 items on 10 rows: cycles
+    assert mss_decoder.Design(60, (7, 11, 13)).forest is None  # ℓ = 3
+    forest = mss_decoder.Design(40, (37, 41)).forest          # row 40 of block 1: no items
+    assert forest is not None and forest.items.size == 2 * 3   # 3 trees of 2 items (x, x + 37)
+
+
+def test_forest_closed_form_with_single_items_only():
+    proto = MSS(30, 1.5, (31, 37))   # both moduli > k: every item alone, rows 30.. without items
+    assert proto.design.forest.items.size == 0
+    acc = _random_counts(proto, [700, 300], np.random.default_rng(4))
+    est = mss_decoder.decode(proto, acc, stderr=False)
+    ref = mss_decoder.decode(_without_forest(proto), acc, stderr=False)
+    assert est.diagnostics["stop_reason"].startswith("closed form")
+    np.testing.assert_allclose(est.frequencies, ref.frequencies, rtol=1e-12)
+    assert est.diagnostics["residual_norm"] == pytest.approx(ref.diagnostics["residual_norm"],
+                                                             rel=1e-10)
+
+
 def test_empty_block_is_dropped_and_flagged():
     proto = MSS(40, 1.0, (37, 41))   # 41 >= k: block 1 alone has full rank
     batch = proto.randomize(np.arange(400) % 40, np.random.default_rng(10))
