@@ -58,6 +58,40 @@ def test_ss_paths_match_distribution(monkeypatch, bitmap, tiny, k, eps):
     assert_sampler_matches(proto, 3, _subset_keys, 30_000, seed=21)
 
 
+@pytest.mark.parametrize("k,eps", [(9, 1.0), (12, 0.7)])
+def test_bitmap_path_with_finer_start_density_matches_distribution(monkeypatch, k, eps):
+    # Large m needs start densities j/2^e with e > 6 (_start_window); small m never does, so force
+    # e = 9 here: the path must stay exact for any density. Chi-square, false failure 1e-4 each.
+    start = ss_mod._start_window
+
+    def finer(m, omega):
+        span, j, e = start(m, omega)
+        return span, min(int(round(j / 2 ** e * 512)) + 3, 511), 9    # off the 2^-6 grid
+
+    monkeypatch.setattr(ss_mod, "_use_bitmap", lambda m, omega: True)
+    monkeypatch.setattr(ss_mod, "_start_window", finer)
+    _tiny_chunks(monkeypatch)
+    assert_sampler_matches(SubsetSelection(k, eps), 3, _subset_keys, 30_000, seed=23)
+
+
+@pytest.mark.parametrize("m", [64, 1023, 4099, 22000, 100_003, 1 << 20])
+def test_bitmap_start_window_accepts_most_rows(m):
+    # The start count is 1 + Binomial(m − 1, j/2^e) (bit r forced); rows outside
+    # [ω − A, ω] are redrawn. A fixed e = 6 accepted 2 % of rows at m = 22000, ε = 2 and ~0 at
+    # m = 100003, ε = 1.5 (minutes per batch). Exact binomial probabilities: no randomness.
+    from scipy.stats import binom
+    for eps in np.arange(0.25, 3.01, 0.25):
+        c = ss_constants(m, float(eps))
+        if c.omega < 2:
+            continue
+        span, j, e = ss_mod._start_window(m, c.omega)
+        if j == 0:
+            continue
+        dist = binom(m - 1, j / 2 ** e)
+        accept = dist.cdf(c.omega - 1) - dist.cdf(c.omega - span - 2)
+        assert accept >= 0.5, (m, eps, c.omega, span, j, e, accept)
+
+
 @pytest.mark.parametrize("bitmap", [False, True], ids=["sort", "bitmap"])
 def test_mss_paths_match_distribution(monkeypatch, bitmap):
     # MSS writes each block's subsets into its rows of the shared values array; tiny chunks make
