@@ -363,7 +363,7 @@ def _claims(cells: list[dict]) -> list[tuple[str, str, str, str]]:
     if tot:
         ours = f"MSS lowest in {tot - len(beaten)}/{tot} (k, ε) cells"
         verdict = "agree" if not beaten else "disagree where " + ", ".join(
-            f"k={k} ε={e:g}: {p} {a:.4f} < MSS {m:.4f}" for k, e, p, a, m in beaten[:8]) + (
+            f"k={k} ε={e:g}: {p} {a:.2g} < MSS {m:.2g}" for k, e, p, a, m in beaten[:8]) + (
             ", …" if len(beaten) > 8 else "")
         rows.append(("MSS has the lowest ASR at every ε", "lowest everywhere", ours, verdict))
     return rows
