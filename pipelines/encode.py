@@ -4,8 +4,10 @@
     privfreq encode --config config.json --input items.csv --output reports.parquet
 
 
-``--input`` is CSV (with a header) or Parquet; the items are the column named ``item``, or the only
-column. Every item must lie in ``[0, k)``. Without ``--seed`` the randomness comes from OS entropy
+``--input`` is CSV or Parquet; the items are the column named ``item``, or the only column. A CSV
+whose first line is a single integer has no header (one column, every line an item); any other
+first line is the header naming the columns. Every item must be an integer in ``[0, k)``, and
+the file must hold at least one. Without ``--seed`` the randomness comes from OS entropy
 (what a real deployment must do); with it, the output is reproducible (tests, demos).
 Writes one file of reports (atomically: temp file, then rename): Avro with ``schemas/report.avsc``
 records (the default), or Parquet with ``schemas.REPORT_PARQUET_SCHEMA`` when ``--format parquet``
@@ -17,9 +19,11 @@ same order.
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import logging
 import os
+import re
 import tempfile
 import zlib
 from typing import BinaryIO, Iterator
@@ -51,28 +55,98 @@ PARQUET_ROW_GROUP_BYTES = 16 << 20
 MAX_ROW_GROUP_ROWS = 1 << 20
 
 
+_INT = re.compile(r"\s*-?\d+\s*")  # an int64 CSV value as pyarrow parses it (plus range)
+
+
+def _csv_header(path: str) -> list[str] | None:
+    """The header names of a CSV file, or None when it has no header (see :func:`read_items`)."""
+    with open(path, "rb") as f:
+        first = b""
+        for line in f:
+            first = line.rstrip(b"\r\n")
+            if first:
+                break
+    if not first:
+        return None  # empty file: no header and no items
+    fields = next(csv.reader([first.decode("utf-8-sig", errors="replace")]))
+    if len(fields) == 1 and _INT.fullmatch(fields[0]):
+        return None
+    if all(_is_number(f) for f in fields):
+        raise ValueError(f"input: {path!r} first line {first.decode(errors='replace')!r} holds "
+                         f"only numbers, so it is no header, but it is not one integer item "
+                         f"either; a CSV without a header must be a single column of integers")
+    return fields
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _bad_csv_row(path: str, read_options, column: str) -> str:
+    """Why the items in ``column`` do not parse as int64, naming the first bad row."""
+    col = pacsv.read_csv(path, read_options=read_options, convert_options=pacsv.ConvertOptions(
+        include_columns=[column], column_types={column: pa.string()})).column(column)
+    for i, value in enumerate(col.to_pylist()):
+        if not _INT.fullmatch(value) or not -2**63 <= int(value) < 2**63:
+            return f"row {i + 1}: {value!r} is not an integer item"
+    return "items do not parse as 64-bit integers"
+
+
 def read_items(path: str) -> np.ndarray:
-    """Items from a CSV (header row required) or Parquet file: column ``item`` or the only one."""
+    """Integer items from a CSV or Parquet file: the column named ``item``, or the only column.
+
+    A CSV whose first line is a single integer has no header: it is one column of items, all of
+    them data. Any other first line is the header naming the columns (a line of numbers only is
+    an error). Errors name the row (rows count items from 1; the header and blank lines do not
+    count); a file without items is an error."""
     if path.endswith(".parquet"):
         table = pq.read_table(path)
     elif path.endswith(".csv"):
-        table = pacsv.read_csv(path)
+        table = _read_csv(path)
     else:
         raise ValueError(f"input: must end in .csv or .parquet, got {path!r}")
-    if "item" in table.column_names:
-        col = table.column("item")
-    elif table.num_columns == 1:
-        col = table.column(0)
-    else:
-        raise ValueError(f"input: needs a column named 'item' or exactly one column; "
-                         f"{path!r} has {table.column_names}")
+    name = _item_column(path, table.column_names)
+    col = table.column(name)
+    if len(col) == 0:
+        raise ValueError(f"input: {path!r} has no items")
     if col.null_count:
-        raise ValueError(f"input: column {col._name if hasattr(col, '_name') else 'item'} "
-                         f"has {col.null_count} empty values")
+        row = col.to_pylist().index(None) + 1
+        raise ValueError(f"input: {path!r} row {row}: column {name!r} is empty")
     items = col.to_numpy()
     if not np.issubdtype(items.dtype, np.integer):
-        raise ValueError(f"input: items must be integers, got dtype {items.dtype}")
+        raise ValueError(f"input: {path!r} column {name!r}: items must be integers, "
+                         f"got {col.type}")
     return items.astype(np.int64)
+
+
+def _item_column(path: str, names: list[str]) -> str:
+    if "item" in names:
+        return "item"
+    if len(names) == 1:
+        return names[0]
+    raise ValueError(f"input: needs a column named 'item' or exactly one column; "
+                     f"{path!r} has {names}")
+
+
+def _read_csv(path: str) -> pa.Table:
+    header = _csv_header(path)
+    if header is None:
+        names, read_options = ["item"], pacsv.ReadOptions(column_names=["item"])
+    else:
+        names, read_options = header, pacsv.ReadOptions()
+    column = _item_column(path, names)
+    convert = pacsv.ConvertOptions(include_columns=[column], column_types={column: pa.int64()},
+                                   null_values=[""])
+    try:
+        return pacsv.read_csv(path, read_options=read_options, convert_options=convert)
+    except pa.ArrowInvalid as e:
+        if "Empty CSV file" in str(e):  # a 0-byte file
+            return pa.table({"item": pa.array([], pa.int64())})
+        raise ValueError(f"input: {path!r} {_bad_csv_row(path, read_options, column)}") from None
 
 
 def report_records(config: CollectionConfig, items: np.ndarray,
@@ -290,7 +364,10 @@ def encode_items(config: CollectionConfig, items: np.ndarray, output: str,
 def run(argv=None, save_main_session=True):
     parser = argparse.ArgumentParser(prog="privfreq encode", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, help="collection config JSON")
-    parser.add_argument("--input", required=True, help="items, .csv (with header) or .parquet")
+    parser.add_argument("--input", required=True,
+                        help="items, .csv or .parquet: the column 'item' or the only column. A "
+                             "CSV whose first line is a single integer has no header (one "
+                             "column of items); otherwise the first line is the header")
     parser.add_argument("--output", required=True,
                         help="report file to write (.avro, or .parquet for Parquet)")
     parser.add_argument("--format", default=None, choices=list(FORMATS),
