@@ -97,6 +97,7 @@ SORT_ROW_ELEMENTS = 256
 FILL_DENSE_STEPS = 1
 FILL_COMPACT_EVERY = 4
 _ONE = np.uint64(1)
+_FULL64 = 1 << 64                # exclusive bound of a full-range uint64 draw
 
 
 def _expected_dups(m: int, omega: int) -> float:
@@ -231,10 +232,14 @@ def _rows_to_redraw(z: np.ndarray, lim=None) -> np.ndarray:
 def _bernoulli_words(nwords: int, j: int, e: int, rng) -> np.ndarray:
     """uint64 words whose bits are iid Bernoulli(j/2^e): a bit-serial ``u < j`` over e random words
     from the most significant bit, stopping after the lowest set bit of j. In place: one fresh
-    temporary per level (large temporaries cost page faults here)."""
+    temporary per level (large temporaries cost page faults here).
+
+    Every bit of every word must be a fair coin, so the words come from the public full-range
+    ``rng.integers(0, 2^64, dtype=uint64)``, 64 uniform bits under any BitGenerator (raw outputs
+    are 32 bits wide under MT19937 and not specified in general)."""
     lt = eq = None
     for i in range(e - 1, -1, -1):
-        u = rng.bit_generator.random_raw(nwords)
+        u = rng.integers(0, _FULL64, nwords, dtype=np.uint64)
         if (j >> i) & 1:                    # lt |= eq & ~u ; eq &= u
             if eq is None:
                 eq = u

@@ -4,20 +4,28 @@
   chunks included, match the exact P(Z | r) of SPEC §1, alone and inside MSS (block by block, each
   block's rows written in place, or in one pass with per-row moduli when all ω are equal), and the
   ω = 1 path too.
+* Under every BitGenerator (PCG64, MT19937, Philox, SFC64) both paths, for SS and MSS, at m > 32
+  (members in both 32-bit halves of a 64-bit word, m = 40 ... 2000): the projection of Z onto a
+  window of positions matches its exact law, the start-bitmap redraw loop ends (a deadline fails
+  a hang), and a Clopper–Pearson bound on the privacy loss of the events "v ∈ Z" stays <= ε.
 * GRR, OLH and Hadamard response randomize, aggregate and estimate at k = 2^20 with small n: the one
   heavy hitter is found, its estimate is within 5σ of the truth and the spread of the other items'
   estimates matches the predicted variance; OLH's chunked aggregation equals direct hashing and its
   temporaries do not grow with n.
 Fixed seeds throughout; false-failure probabilities are stated beside each statistical check.
 """
+import contextlib
+import math
+import signal
 import tracemalloc
 
 import numpy as np
 import pytest
 
-from _baseline_contract import assert_sampler_matches
+from _baseline_contract import CHI2_ALPHA, assert_sampler_matches
 import protocols.olh as olh_mod
 import protocols.subset_selection as ss_mod
+from protocols.audit import clopper_pearson
 from protocols.grr import GRR
 from protocols.hadamard import HadamardResponse
 from protocols.mss import ModularSubsetSelection as MSS
@@ -25,6 +33,32 @@ from protocols.olh import OLH
 from protocols.subset_selection import SubsetSelection, sample_subsets, ss_constants
 
 K_BIG = 1 << 20
+BIT_GENERATORS = {"pcg64": np.random.PCG64, "mt19937": np.random.MT19937,
+                  "philox": np.random.Philox, "sfc64": np.random.SFC64}
+DEADLINE_S = 10      # per randomize call; each takes < 0.2 s here
+
+
+def _generator(bg: str, seed: int) -> np.random.Generator:
+    return np.random.Generator(BIT_GENERATORS[bg](seed))
+
+
+@contextlib.contextmanager
+def _deadline(seconds=DEADLINE_S):
+    """Fail the test, instead of hanging, when the block runs longer than ``seconds`` (SIGALRM)."""
+    def expire(signum, frame):
+        pytest.fail(f"no result within {seconds} s (sampler loop does not end)", pytrace=False)
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _randomize(proto, items, bg, seed):
+    with _deadline():
+        return proto.randomize(items, _generator(bg, seed))
 
 
 def _subset_keys(batch):
@@ -45,17 +79,23 @@ def _tiny_chunks(monkeypatch):
     monkeypatch.setattr(ss_mod, "BITMAP_SCAN_BYTES", 64 * 5)
 
 
+# chunk sizes do not interact with the BitGenerator: tiny chunks under PCG64 only
+_TINY_BG = [(False, bg) for bg in BIT_GENERATORS] + [(True, "pcg64")]
+_TINY_BG_IDS = [("tiny-chunks-" if tiny else "chunks-") + bg for tiny, bg in _TINY_BG]
+
+
 @pytest.mark.parametrize("bitmap", [False, True], ids=["sort", "bitmap"])
-@pytest.mark.parametrize("tiny", [False, True], ids=["chunks", "tiny-chunks"])
+@pytest.mark.parametrize("tiny,bg", _TINY_BG, ids=_TINY_BG_IDS)
 @pytest.mark.parametrize("k,eps", [(7, 0.3), (9, 1.0), (12, 0.7)])
-def test_ss_paths_match_distribution(monkeypatch, bitmap, tiny, k, eps):
+def test_ss_paths_match_distribution(monkeypatch, bitmap, tiny, bg, k, eps):
     # chi-square goodness of fit, false failure 1e-4 per case (CHI2_ALPHA)
     monkeypatch.setattr(ss_mod, "_use_bitmap", lambda m, omega: bitmap)
     if tiny:
         _tiny_chunks(monkeypatch)
     proto = SubsetSelection(k, eps)
     assert proto.ss.omega > 1
-    assert_sampler_matches(proto, 3, _subset_keys, 30_000, seed=21)
+    assert_sampler_matches(proto, 3, _subset_keys, 30_000, seed=21,
+                           sampler=lambda items, _: _randomize(proto, items, bg, 21))
 
 
 @pytest.mark.parametrize("k,eps", [(9, 1.0), (12, 0.7)])
@@ -93,12 +133,16 @@ def test_bitmap_start_window_accepts_most_rows(m):
 
 
 @pytest.mark.parametrize("bitmap", [False, True], ids=["sort", "bitmap"])
-def test_mss_paths_match_distribution(monkeypatch, bitmap):
+@pytest.mark.parametrize("tiny,bg", _TINY_BG, ids=_TINY_BG_IDS)
+def test_mss_paths_match_distribution(monkeypatch, bitmap, tiny, bg):
     # MSS writes each block's subsets into its rows of the shared values array; tiny chunks make
     # the row offsets matter. Chi-square false failure 1e-4 per case.
     monkeypatch.setattr(ss_mod, "_use_bitmap", lambda m, omega: bitmap)
-    _tiny_chunks(monkeypatch)
-    assert_sampler_matches(MSS(12, 0.5, (5, 7, 11)), 8, _mss_keys, 40_000, seed=22)
+    if tiny:
+        _tiny_chunks(monkeypatch)
+    proto = MSS(12, 0.5, (5, 7, 11))
+    assert_sampler_matches(proto, 8, _mss_keys, 40_000, seed=22,
+                           sampler=lambda items, _: _randomize(proto, items, bg, 22))
 
 
 @pytest.mark.parametrize("tiny", [False, True], ids=["chunks", "tiny-chunks"])
@@ -153,6 +197,114 @@ def test_realistic_sizes_are_exact_subsets(eps):
     pi = len(off) / n / (c.m - 1)
     chi2 = ((counts - expected) ** 2 / (expected * (1 - pi))).sum()
     assert abs(chi2 - (c.m - 2)) < 5 * np.sqrt(2 * (c.m - 2))
+
+
+# ----- every BitGenerator, m > 32 -------------------------------------------------------------
+# The bitmap path packs 64 positions per uint64 word, so positions 32..63 of each word need the
+# upper 32 random bits; m = 40 (and MSS moduli 37, 40, 41) put members there, m = 48 ... 2000 fill
+# whole words (ε = 1: ω = 10 ... 538). Subsets are too many for a full goodness of fit, so the
+# tests project Z onto a window W of positions (r, both halves of the first two words, the middle
+# and the last position), whose law is exact: for T ⊆ W with |T| = t,
+#   P(Z ∩ W = T) = p·C(m − |W|, ω − t)/C(m − 1, ω − 1)    if r ∈ T,
+#                  (1 − p)·C(m − |W|, ω − t)/C(m − 1, ω)  otherwise.
+
+def _window(m: int, r: int) -> np.ndarray:
+    return np.array(sorted({r, 1, 31, 32, 33, 63, 64, m // 2, m - 1} & set(range(m))))
+
+
+def _window_law(c, r: int, window: np.ndarray) -> dict[int, float]:
+    """Exact ``P(Z ∩ W = T)`` under ``P(Z | r)``, keyed by the bit code ``Σ_{W[i] ∈ T} 2^i``."""
+    s, i_r = len(window), int(np.flatnonzero(window == r)[0])
+    law = {}
+    for code in range(1 << s):
+        t = code.bit_count()
+        if t > c.omega or c.omega - t > c.m - s:
+            continue
+        rest = math.comb(c.m - s, c.omega - t)
+        law[code] = (c.p * (rest / math.comb(c.m - 1, c.omega - 1)) if code >> i_r & 1
+                     else (1 - c.p) * (rest / math.comb(c.m - 1, c.omega)))
+    return law
+
+
+def _members(values: np.ndarray, m: int) -> np.ndarray:
+    """``bool[n, m]``: ``[v ∈ Z_i]`` (padding -1 lands in a dropped extra column)."""
+    mem = np.zeros((len(values), m + 1), dtype=bool)
+    mem[np.arange(len(values))[:, None], values] = True
+    return mem[:, :m]
+
+
+def _codes(values: np.ndarray, m: int, window: np.ndarray) -> np.ndarray:
+    return _members(values, m)[:, window] @ (1 << np.arange(len(window)))
+
+
+@pytest.mark.parametrize("bg", BIT_GENERATORS)
+@pytest.mark.parametrize("bitmap", [False, True], ids=["sort", "bitmap"])
+@pytest.mark.parametrize("m", [40, 48, 64, 200, 2000])
+def test_ss_paths_exact_under_every_bit_generator(monkeypatch, bg, bitmap, m):
+    # Chi-square of Z ∩ W against its exact law (cells < 5 expected pooled), false failure
+    # CHI2_ALPHA = 1e-4 per case; a randomize call running past DEADLINE_S fails the case.
+    monkeypatch.setattr(ss_mod, "_use_bitmap", lambda m, omega: bitmap)
+    proto = SubsetSelection(m, 1.0)
+    window = _window(m, 0)
+    assert_sampler_matches(proto, 0, lambda b: _codes(b.values, m, window).tolist(), 10_000,
+                           seed=41, dist=_window_law(proto.ss, 0, window),
+                           sampler=lambda items, _: _randomize(proto, items, bg, 41))
+
+
+@pytest.mark.parametrize("bg", BIT_GENERATORS)
+@pytest.mark.parametrize("bitmap", [False, True], ids=["sort", "bitmap"])
+# moduli 40, 41: ω = 11 in both blocks, so the sort path is the fused one-pass sampler
+@pytest.mark.parametrize("moduli", [(37, 40), (40, 41)], ids=["37-40", "40-41"])
+def test_mss_paths_exact_under_every_bit_generator(monkeypatch, bg, bitmap, moduli):
+    # Chi-square of (block j, Z ∩ W_j) against (1/ℓ)·(exact law of block j), false failure 1e-4
+    # per case; DEADLINE_S per randomize call.
+    monkeypatch.setattr(ss_mod, "_use_bitmap", lambda m, omega: bitmap)
+    proto, x = MSS(40, 1.0, moduli), 38
+    windows = [_window(c.m, x % c.m) for c in proto.blocks]
+    dist = {(j, code): pr / len(proto.blocks) for j, c in enumerate(proto.blocks)
+            for code, pr in _window_law(c, x % c.m, windows[j]).items()}
+    m_max = max(proto.moduli)
+
+    def keys_of(batch):
+        codes = np.empty(len(batch), dtype=np.int64)
+        for j, w in enumerate(windows):
+            rows = batch.block == j
+            codes[rows] = _codes(batch.values[rows], m_max, w)
+        return list(zip(batch.block.tolist(), codes.tolist()))
+
+    assert_sampler_matches(proto, x, keys_of, 20_000, seed=42, dist=dist,
+                           sampler=lambda items, _: _randomize(proto, items, bg, 42))
+
+
+@pytest.mark.parametrize("bg", BIT_GENERATORS)
+@pytest.mark.parametrize("bitmap", [False, True], ids=["sort", "bitmap"])
+@pytest.mark.parametrize("proto", [SubsetSelection(40, 1.0), MSS(40, 1.0, (37, 40))],
+                         ids=["ss-40", "mss-37-40"])
+def test_paths_privacy_under_every_bit_generator(monkeypatch, bg, bitmap, proto):
+    # ε-LDP: P(E | x0) <= e^ε·P(E | x1) for every event E. Events "(block j, v ∈ Z)" and
+    # "(block j, v ∉ Z)" for every v, inputs 0 and 35 (35 in the upper half of word 0); their exact
+    # ratios are at most max(p/q, (1−q)/(1−p)) = e^0.64 (SS, m = 40). The bound is
+    # max ln(CP_lower(P(E | x))/CP_upper(P(E | x'))) over events and both directions, with every
+    # one-sided Clopper–Pearson bound at level CHI2_ALPHA/(4·events) (Bonferroni): it exceeds the
+    # true loss with probability <= 1e-4, so it exceeds ε with probability <= 1e-4 per case.
+    monkeypatch.setattr(ss_mod, "_use_bitmap", lambda m, omega: bitmap)
+    n, blocks = 20_000, getattr(proto, "blocks", None) or (proto.ss,)
+    m_max = max(c.m for c in blocks)
+    hits = []
+    for x, seed in ((0, 43), (35, 44)):
+        batch = _randomize(proto, np.full(n, x, dtype=np.int64), bg, seed)
+        mem = _members(batch.values, m_max)
+        h = []
+        for j, c in enumerate(blocks):
+            rows = batch.block == j
+            inside = mem[rows, :c.m].sum(axis=0)
+            h += [inside, rows.sum() - inside]
+        hits.append(np.concatenate(h))
+    alpha = CHI2_ALPHA / (4 * len(hits[0]))
+    (lo0, hi0), (lo1, hi1) = (clopper_pearson(h, n, alpha) for h in hits)
+    with np.errstate(divide="ignore"):
+        bound = max(np.log(lo0 / hi1).max(), np.log(lo1 / hi0).max())
+    assert bound <= proto.epsilon, f"privacy loss lower bound {bound:.3f} > ε = {proto.epsilon}"
 
 
 # ----- k = 2^20 baselines -------------------------------------------------------------------
