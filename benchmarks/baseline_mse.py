@@ -42,7 +42,7 @@ def protocols_for(k: int, eps: float):
 
 
 def measure(proto, items, f, runs, seed):
-    kw = {"with_stderr": False} if proto.protocol_id == "rappor" else {}
+    kw = {"stderr": False} if proto.protocol_id == "rappor" else {}
     mses = np.empty(runs)
     for r in range(runs):
         rng = np.random.default_rng([seed, r])

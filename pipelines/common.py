@@ -258,20 +258,13 @@ def write_results(est: Estimate, stats: dict, truth: np.ndarray | None, *, confi
     return summary
 
 
-# Above this k, MSS's exact covariance at the true f (dense k×k) is too slow for a summary; the
-# f = 0 prediction (stochastic trace) is used instead, and the summary says which one it is.
-EXACT_PREDICTION_MAX_K = 4096
-
-
 def predicted(protocol, n: int, f: np.ndarray) -> dict[str, Any]:
-    """``predicted_mse`` of the raw estimate and how it was obtained."""
+    """``predicted_mse(n, f)`` of the raw estimate at the true frequencies, and how it was
+    obtained (None where the protocol cannot compute it, e.g. RAPPOR's dense covariance above
+    its size limit)."""
     if n == 0:
         return {"predicted_mse": None, "predicted_mse_kind": "no reports"}
-    if protocol.k <= EXACT_PREDICTION_MAX_K:
-        try:
-            return {"predicted_mse": protocol.predicted_mse(n, f),
-                    "predicted_mse_kind": "exact at the true frequencies"}
-        except NotImplementedError:
-            pass
-    return {"predicted_mse": protocol.predicted_mse(n),
-            "predicted_mse_kind": "at f_x = 0 (worst case when f is spread out)"}
+    mse = float(protocol.predicted_mse(n, f))
+    if not np.isfinite(mse):
+        return {"predicted_mse": None, "predicted_mse_kind": "not computable at this k"}
+    return {"predicted_mse": mse, "predicted_mse_kind": "exact at the true frequencies"}

@@ -59,8 +59,10 @@ class ModularSubsetSelection(FrequencyProtocol):
     sums ``A_j f``), then ``f̂ = argmin_z Σ_j w_j ||A_j z − ĝ_j||² + λ||z||²`` with
     ``w_j = n_j (p_j−q_j)²/(q_j(1−q_j))``, solved by LSMR on the row-scaled sparse system.
 
-    Variance (λ = 0): ``Cov(f̂) = (Σ_j w_j A_jᵀA_j)^{-1}``; exact within-block covariance in
-    ``mss_decoder.exact_covariance``.
+    Variance: against the population's own frequencies f, ``Cov(f̂) = L Σ_priv Lᵀ + Cov_split``
+    (SPEC §2): the SS noise of each block, with its within-block correlations, and the users'
+    random split among blocks; ``mss_decoder.covariance_diagonal``. ``(Σ_j w_j A_jᵀA_j)^{-1}`` is
+    only the f = 0 privatization part.
 
     Native report values: ``int64[n, max ω_j]`` sorted subset, padded with -1.
     Payload of block j: the subset as sorted indices or an m_j-bit bitmap, whichever is shorter.
@@ -183,18 +185,16 @@ class ModularSubsetSelection(FrequencyProtocol):
         return self.block_weights(np.full(self.ell, n / self.ell))
 
     def variance(self, n, f=None):
-        """Per-item variance at the expected block sizes ``n_j = n/ℓ``.
-
-        ``f=None``: ``diag((Σ_j w_j A_jᵀA_j)^{-1})`` (exact for k <= DENSE_LIMIT, else a stochastic
-        diagonal estimate). With ``f``: the exact sandwich covariance including within-block
-        correlations (dense; k <= DENSE_LIMIT)."""
-        if f is not None:
-            return np.diag(mss_decoder.exact_covariance(self, n, f)).copy()
-        return mss_decoder.covariance_diagonal(self.design, self.expected_weights(n), self.ridge)
+        """Per-item variance of f̂ against the population's frequencies ``f`` at the expected
+        block sizes ``n_j = n/ℓ``: SS noise plus the users' split among blocks
+        (``mss_decoder.covariance_diagonal``, SPEC §2). ``f=None``: uniform f (spread-out data)."""
+        f = np.full(self.k, 1.0 / self.k) if f is None else np.asarray(f, dtype=np.float64)
+        if n <= 0:
+            return np.full(self.k, np.inf)
+        pop = mss_decoder.population(self, np.full(self.ell, n / self.ell), f)
+        return mss_decoder.covariance_diagonal(self.design, pop)
 
     def predicted_mse(self, n, f=None):
-        if f is None and self.k > mss_decoder.DENSE_LIMIT:
-            return mss_decoder.trace_inverse(self.design, self.expected_weights(n)) / self.k
         return float(np.mean(self.variance(n, f)))
 
     def output_distribution(self, item):

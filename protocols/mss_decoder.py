@@ -7,6 +7,7 @@ column, never dense). With block weights ``w_j`` the normal matrix is
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -17,11 +18,15 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, lsmr
 
 from protocols.base import Counts, Estimate
+from protocols.postprocess import project_simplex
 
 __all__ = [
     "DENSE_LIMIT",
     "Design",
     "covariance_diagonal",
+    "covariance_with_error",
+    "Population",
+    "population",
     "decode",
     "exact_covariance",
     "ExceedsBound",
@@ -512,25 +517,14 @@ def _group_systems(d: Design, w: np.ndarray, ridge: float, items: np.ndarray):
         yield slice(a, a + chunk), m, (m + ridge * np.eye(s) if ridge else m)
 
 
-def _group_diagonal(d: Design, w: np.ndarray, ridge: float, items: np.ndarray) -> np.ndarray:
-    """Exact ``diag(Cov)`` on ``items`` (``int64[n, s]``, n components of s items each): batched
-    dense ``S_c^{-1} M_c S_c^{-1}`` (``M_c^{-1}`` at λ = 0)."""
+def _group_inverse_diagonal(d: Design, w: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Exact ``diag(M_c^{-1})`` on ``items`` (``int64[n, s]``, n components of s items each)."""
     n, s = items.shape
     if s == 1:   # singletons: M_xx = Σ_j w_j
-        m = float(np.sum(w))
-        return np.full((n, 1), m / (m + ridge) ** 2)
+        return np.full((n, 1), 1.0 / float(np.sum(w)))
     out = np.empty((n, s))
-    for rows, m, sm in _group_systems(d, w, ridge, items):
-        try:
-            chol = np.linalg.cholesky(sm)
-        except np.linalg.LinAlgError:
-            raise IllConditioned("normal matrix is not positive definite") from None
-        piv = np.diagonal(chol, axis1=1, axis2=2) ** 2
-        if (piv.min(axis=1) < 1e-12 * piv.max(axis=1)).any():
-            raise IllConditioned("normal matrix is numerically singular")
-        inv = np.linalg.inv(sm)
-        cov = inv if not ridge else inv @ m @ inv
-        out[rows] = np.diagonal(cov, axis1=1, axis2=2)
+    for rows, _, m in _group_systems(d, w, 0.0, items):
+        out[rows] = np.diagonal(_batched_inverse(m), axis1=1, axis2=2)
     return out
 
 
@@ -546,40 +540,19 @@ def direct_solve(d: Design, w: np.ndarray, ridge: float, b: np.ndarray) -> np.nd
             continue
         for rows, _, sm in _group_systems(d, w, ridge, items):
             it = items[rows]
-            x[it] = np.linalg.solve(sm, b[it][..., None])[..., 0]
+            x[it] = (np.linalg.solve(sm, b[it]) if b.ndim == 2
+                     else np.linalg.solve(sm, b[it][..., None])[..., 0])
     return x
 
 
-def _exact_part(d: Design, w: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(diag, big)``: ``diag(Cov)`` exact on every component of at most DENSE_LIMIT items
+def _exact_part(d: Design, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(diag, big)``: ``diag(M^{-1})`` exact on every component of at most DENSE_LIMIT items
     (NaN on ``big``, the items of larger components)."""
     groups, big = d.components
     diag = np.full(d.k, np.nan)
     for items in groups.values():
-        diag[items] = _group_diagonal(d, w, ridge, items)
+        diag[items] = _group_inverse_diagonal(d, w, items)
     return diag, big
-
-
-def covariance_diagonal(d: Design, w: np.ndarray, ridge: float = 0.0,
-                        probes: int | None = None) -> np.ndarray:
-    """``diag(Cov f̂)`` with ``Cov = S^{-1} M S^{-1}``, ``S = M + λI`` (= ``M^{-1}`` at λ = 0).
-
-    M is block diagonal over the components of the item graph (``Design.components``): exact
-    (batched dense inverses) on every component of at most DENSE_LIMIT items, which is all of them
-    for k <= DENSE_LIMIT and for near-k moduli at any k. Items of larger components get the Bekas
-    et al. estimator ``diag ≈ mean_i z_i ⊙ Cov z_i`` (Rademacher probes supported on those items,
-    CG solves: O(k·probes) memory); its error for item x is about
-    ``sqrt(Σ_{y≠x} Cov_xy² / probes)``.
-    """
-    diag, big = _exact_part(d, w, ridge)
-    if big.size:
-        z = np.zeros((d.k, probe_count(d.k) if probes is None else probes))
-        z[big] = _probes(big.size, z.shape[1])
-        y = _solve_many(d, w, ridge, z)
-        if ridge > 0:
-            y = _solve_many(d, w, ridge, d.normal_matvec(w, y))
-        diag[big] = np.maximum((z[big] * y[big]).mean(axis=1), 0.0)
-    return diag
 
 
 def covariance_kind(d: Design, probes: int | None = None) -> str:
@@ -608,7 +581,7 @@ def trace_inverse_estimate(d: Design, w: np.ndarray, probes: int | None = None,
     lower bound on it passes the value, ``ExceedsBound`` is raised (an early reject).
     """
     if components:
-        diag, big = _exact_part(d, w, 0.0)
+        diag, big = _exact_part(d, w)
         exact = float(np.nansum(diag))
     else:
         big, exact = np.arange(d.k), 0.0
@@ -641,43 +614,210 @@ def trace_inverse(d: Design, w: np.ndarray, maxiter: int | None = None,
     return trace_inverse_estimate(d, w, probes, maxiter)[0]
 
 
-def block_covariance(c, g: np.ndarray) -> np.ndarray:
-    """Exact per-report covariance of SS indicator vectors on ``[m]`` when the residue is
-    distributed as ``g`` (sums to 1), divided by ``(p−q)²``: n_j·Cov(ĝ_j).
+def block_noise(c, g: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Per-report covariance of a block's SS indicator vector on ``[m]``, residues distributed
+    as ``g``: ``Σ = diag(dd) + c0·11ᵀ + c1·(g1ᵀ + 1gᵀ)``, returned as ``(dd, c0, c1)``.
 
-    With ``q1 = p(ω−1)/(m−1)`` (``P(r, s ∈ Z)``, s the true residue) and
-    ``q2 = [p(ω−1)(ω−2) + (1−p)ω(ω−1)]/((m−1)(m−2))`` (``P(r, r' ∈ Z)``, both ≠ s):
-    ``E[IIᵀ] = q2(11ᵀ−I) + (q1−q2)(g1ᵀ+1gᵀ−2diag g) + diag(q + (p−q)g)`` and
-    ``E[I]E[I]ᵀ`` averaged over s is ``q²11ᵀ + q(p−q)(g1ᵀ+1gᵀ) + (p−q)² diag g``.
+    SPEC §2: ``Σ[r,r] = g_r p(1−p) + (1−g_r) q(1−q)`` and, for r ≠ s,
+    ``Σ[r,s] = (g_r+g_s)(π_x − pq) + (1−g_r−g_s)(π_o − q²)`` with the pair-inclusion
+    probabilities ``π_x = p(ω−1)/(m−1)`` and ``π_o = [p(ω−1)(ω−2) + (1−p)ω(ω−1)]/((m−1)(m−2))``.
     """
     m, w, p, q = c.m, c.omega, c.p, c.q
-    q1 = p * (w - 1) / (m - 1)
-    q2 = (p * (w - 1) * (w - 2) + (1 - p) * w * (w - 1)) / ((m - 1) * (m - 2)) if m > 2 else 0.0
-    one = np.ones(m)
-    cross = np.outer(g, one) + np.outer(one, g)
-    second = q2 * (np.ones((m, m)) - np.eye(m)) + (q1 - q2) * (cross - 2 * np.diag(g)) \
-        + np.diag(q + (p - q) * g)
-    first = q * q * np.ones((m, m)) + q * (p - q) * cross + (p - q) ** 2 * np.diag(g)
-    return (second - first) / (p - q) ** 2
+    pi_x = p * (w - 1) / (m - 1)
+    pi_o = (p * (w - 1) * (w - 2) + (1 - p) * w * (w - 1)) / ((m - 1) * (m - 2)) if m > 2 else 0.0
+    c0 = pi_o - q * q
+    c1 = (pi_x - p * q) - c0
+    diag = q * (1 - q) + g * ((p - q) * (1 - p - q))
+    return diag - c0 - 2 * c1 * g, c0, c1
+
+
+@dataclasses.dataclass(frozen=True)
+class Population:
+    """What the covariance of f̂ depends on besides the design: block sizes ``n_j`` (0: block
+    dropped), the SS constants per block, the frequencies ``f`` (sum ~1, entries in [0, 1]) and
+    the decoder's weights ``w_j`` and ridge λ."""
+
+    n_block: np.ndarray
+    blocks: tuple
+    f: np.ndarray
+    w: np.ndarray
+    ridge: float = 0.0
+
+    @property
+    def n(self) -> float:
+        return float(np.sum(self.n_block))
+
+    @property
+    def kept(self) -> list[int]:
+        return [j for j in range(len(self.blocks)) if self.n_block[j] > 0]
+
+
+def covariance_diagonal(d: Design, pop: Population, probes: int | None = None) -> np.ndarray:
+    """``diag Cov(f̂)`` against the population's own frequencies; see ``covariance_with_error``."""
+    return covariance_with_error(d, pop, probes)[0]
+
+
+def covariance_with_error(d: Design, pop: Population,
+                          probes: int | None = None) -> tuple[np.ndarray, float]:
+    """``(diag Cov(f̂), standard error of its sum)`` against the population's own frequencies
+    (SPEC §2), given the block sizes. The error is 0 unless some items are stochastic.
+
+    With ``S = M + λI``, ``L = S⁻¹AᵀW`` and ``B_j = L_jA_j`` (ΣB_j = LA, = I at λ = 0), the
+    estimate is ``f̂ − LAf = L(ĝ − h) + Σ_j B_j(φ_j − f)``: ``h_j = A_jφ_j`` are the residue
+    frequencies of the ``n_j`` users who drew block j (``φ_j`` their item frequencies). Given the
+    ``n_j`` the split is a uniform partition, so with ``Σ_f = diag f − ffᵀ`` and ``κ = n/(n−1)``
+
+        ``Cov = L Σ_priv Lᵀ + κ[Σ_j B_j Σ_f B_jᵀ / n_j − LA Σ_f (LA)ᵀ / n]``,
+
+    ``Σ_priv = blockdiag_j Σ_j(g_j)/(n_j (p_j−q_j)²)`` (``block_noise``; its expectation over the
+    split is linear in ``g_j = A_jf``). Writing ``Σ_j`` as diagonal plus rank two and
+    ``A_jΣ_fA_jᵀ = diag g_j − g_jg_jᵀ``, the diagonal is
+
+        ``diag(S⁻¹[N − (κ/n)·M diag(f) M]S⁻¹) + Σ_j s_j(c0_j a_j² + 2c1_j a_j b_j)
+        − κ Σ_j b_j²/n_j + (κ/n)(Σ_j b_j)²``
+
+    with ``N = Σ_j w_j² A_jᵀ diag(v_j) A_j``, ``v_j = s_j dd_j + κ g_j/n_j``, ``s_j = 1/(n_j
+    (p_j−q_j)²)``, ``a_j = L 1_j`` and ``b_j = L g_j`` (2ℓ solves). At λ = 0 the M-term is exactly
+    ``−(κ/n)f`` and ``Σ_j b_j = f``. The sandwich is exact per item-graph component of at most
+    DENSE_LIMIT items and a Bekas et al. stochastic diagonal on larger ones.
+    """
+    kept = pop.kept
+    n = pop.n
+    kappa = n / (n - 1) if n > 1 else 1.0
+    w = np.where(pop.n_block > 0, pop.w, 0.0)
+    f = np.asarray(pop.f, dtype=np.float64)
+    v, lowrank_rhs, coef = [], [], []
+    for j, c in enumerate(pop.blocks):
+        if j not in kept:
+            v.append(np.zeros(c.m))
+            continue
+        g = np.clip(residue_sums(f, c.m), 0.0, 1.0)
+        dd, c0, c1 = block_noise(c, g)
+        s = 1.0 / (pop.n_block[j] * (c.p - c.q) ** 2)
+        v.append(s * dd + kappa * g / pop.n_block[j])
+        lowrank_rhs += [np.full(d.k, w[j]), periodic(g, d.k, w[j])]
+        coef.append((s * c0, 2 * s * c1, kappa / pop.n_block[j]))
+    ridge = pop.ridge
+    diag, trace_se = _sandwich_diagonal(d, w, ridge, v, f if ridge else None, kappa / n, probes)
+    ab = solve(d, w, ridge, np.stack(lowrank_rhs, axis=1))
+    b_sum = np.zeros(d.k)
+    for i, (ca, cab, cb) in enumerate(coef):
+        a, b = ab[:, 2 * i], ab[:, 2 * i + 1]
+        diag += (ca * a + cab * b) * a - cb * b * b
+        b_sum += b
+    if ridge:
+        diag += (kappa / n) * b_sum * b_sum
+    else:
+        diag += (kappa / n) * (f * f - f)
+    return np.maximum(diag, 0.0), trace_se
+
+
+def solve(d: Design, w: np.ndarray, ridge: float, b: np.ndarray) -> np.ndarray:
+    """``(M + λI)^{-1} b`` (b: ``[k]`` or ``[k, s]``): per component when all are small, else CG."""
+    if d.components[1].size:
+        return _solve_many(d, w, ridge, b)
+    return direct_solve(d, w, ridge, b)
+
+
+def _meat_matvec(d: Design, w: np.ndarray, v: list[np.ndarray], f_ridge, c_f: float, y):
+    """``[N − c_f·M diag(f) M] y`` with ``N = Σ_j w_j² A_jᵀ diag(v_j) A_j`` (f term only with
+    ``f_ridge``), by structure."""
+    out = np.zeros_like(y)
+    for j, m in enumerate(d.moduli):
+        if w[j] != 0:
+            rs = residue_sums(y, m)
+            rs *= (w[j] ** 2 * v[j]).reshape((-1,) + (1,) * (y.ndim - 1))
+            spread_add(out, rs, m)
+    if f_ridge is not None:
+        my = d.normal_matvec(w, y)
+        my *= f_ridge.reshape((-1,) + (1,) * (y.ndim - 1))
+        out -= c_f * d.normal_matvec(w, my)
+    return out
+
+
+def _sandwich_diagonal(d: Design, w: np.ndarray, ridge: float, v: list[np.ndarray], f_ridge,
+                       c_f: float, probes: int | None) -> tuple[np.ndarray, float]:
+    """``diag(S⁻¹ [N − c_f·M diag(f) M] S⁻¹)`` (see ``covariance_with_error``; the f term only
+    when ``f_ridge`` is given) and the standard error of its sum: batched dense per component,
+    stochastic on the large ones."""
+    groups, big = d.components
+    diag = np.full(d.k, np.nan)
+    for s, items in groups.items():
+        if s == 1:
+            x = items[:, 0]
+            tot = float(np.sum(w))
+            meat = sum(w[j] ** 2 * v[j][x % m] for j, m in enumerate(d.moduli) if w[j] != 0)
+            if f_ridge is not None:
+                meat = meat - c_f * tot * tot * f_ridge[x]
+            diag[x] = meat / (tot + ridge) ** 2
+            continue
+        for rows, m, sm in _group_systems(d, w, ridge, items):
+            it = items[rows]
+            meat = np.zeros_like(m)
+            for j, mod in enumerate(d.moduli):
+                if w[j] != 0:
+                    res = it % mod
+                    meat += (w[j] ** 2 * v[j][res])[:, :, None] * (res[:, :, None] == res[:, None, :])
+            if f_ridge is not None:
+                meat -= c_f * (m * f_ridge[it][:, None, :]) @ m
+            inv = _batched_inverse(sm)   # symmetric: diag(X M X)[a] = Σ_c (X M)[a, c] X[a, c]
+            diag[it] = np.einsum("nac,nac->na", inv @ meat, inv)
+    if big.size:
+        z = np.zeros((d.k, probe_count(d.k) if probes is None else probes))
+        z[big] = _probes(big.size, z.shape[1])
+        y = _solve_many(d, w, ridge, z)
+        y = _solve_many(d, w, ridge, _meat_matvec(d, w, v, f_ridge, c_f, y))
+        per = z[big] * y[big]
+        diag[big] = per.mean(axis=1)
+        sums = per.sum(axis=0)
+        return diag, float(sums.std(ddof=1) / math.sqrt(len(sums))) if len(sums) > 1 else math.nan
+    return diag, 0.0
+
+
+def _batched_inverse(sm: np.ndarray) -> np.ndarray:
+    """Inverses of SPD matrices ``[n, s, s]``; ``IllConditioned`` when one is (nearly) singular."""
+    try:
+        chol = np.linalg.cholesky(sm)
+    except np.linalg.LinAlgError:
+        raise IllConditioned("normal matrix is not positive definite") from None
+    piv = np.diagonal(chol, axis1=1, axis2=2) ** 2
+    if (piv.min(axis=1) < 1e-12 * piv.max(axis=1)).any():
+        raise IllConditioned("normal matrix is numerically singular")
+    return np.linalg.inv(sm)
+
+
+def population(mss, n_block, f) -> Population:
+    """``Population`` of an MSS protocol at block sizes ``n_block`` and frequencies ``f``."""
+    n_block = np.asarray(n_block, dtype=np.float64)
+    return Population(n_block, mss.blocks, np.asarray(f, dtype=np.float64),
+                      mss.block_weights(n_block), mss.ridge)
 
 
 def exact_covariance(mss, n: int, f: np.ndarray) -> np.ndarray:
-    """Exact ``Cov(f̂)`` (dense, k <= DENSE_LIMIT) at block sizes ``n_j = n/ℓ``, true frequencies
-    ``f``: the sandwich ``S^{-1} (Σ_j w_j² A_jᵀ Cov(ĝ_j) A_j) S^{-1}`` with ``S = M + λI``."""
+    """Dense ``Cov(f̂)`` (k <= DENSE_LIMIT) at ``n_j = n/ℓ``: the formula of
+    ``covariance_diagonal`` assembled as k×k matrices, a reference for its structured diagonal."""
     d = mss.design
     if d.k > DENSE_LIMIT:
         raise ValueError(f"exact_covariance: k must be <= {DENSE_LIMIT}, got {d.k}")
     f = np.asarray(f, dtype=np.float64)
-    w = mss.expected_weights(n)
     nj = n / mss.ell
+    kappa = n / (n - 1)
+    w = mss.expected_weights(n)
     s_inv = _dense_inverse(d.normal_dense(w) + mss.ridge * np.eye(d.k))
-    meat = np.zeros((d.k, d.k))
+    sig_f = np.diag(f) - np.outer(f, f)
+    cov = np.zeros((d.k, d.k))
+    la = np.zeros((d.k, d.k))
     for j, c in enumerate(mss.blocks):
-        r = d.rows[j] - d.offsets[j]
-        g = np.bincount(r, weights=f, minlength=c.m)
-        cov_g = block_covariance(c, g) / nj
-        meat += w[j] ** 2 * cov_g[np.ix_(r, r)]
-    return s_inv @ meat @ s_inv
+        a = np.zeros((c.m, d.k))
+        a[d.rows[j] - d.offsets[j], np.arange(d.k)] = 1.0
+        lj = w[j] * s_inv @ a.T                      # L_j = S⁻¹A_jᵀw_j
+        g = np.clip(a @ f, 0, 1)
+        dd, c0, c1 = block_noise(c, g)
+        sigma = np.diag(dd) + c0 + c1 * (g[:, None] + g[None, :])
+        bj = lj @ a
+        cov += lj @ sigma @ lj.T / (nj * (c.p - c.q) ** 2) + kappa * bj @ sig_f @ bj.T / nj
+        la += bj
+    return cov - kappa * la @ sig_f @ la.T / n
 
 
 def _weighted_operator(d: Design, sqrt_w: np.ndarray, col_scale: np.ndarray | None):
@@ -704,9 +844,11 @@ def decode(mss, acc: Counts, stderr: bool = True, solver: str = "auto") -> Estim
     ``stop_code = -1``, ``solver = "direct"``; otherwise, or with ``solver="lsmr"``, LSMR runs
     on ``W^{1/2} A`` applied by structure (O(kℓ) per iteration, no matrix stored). At λ = 0 the
     columns are scaled by ``(M1)^{-1/2}`` (row sums of M; a right preconditioner, same minimiser,
-    fewer iterations). ``stderr=False`` skips the per-item standard errors (then NaN);
-    they are exact per item-graph component (``covariance_diagonal``) and stochastic only on
-    components of more than DENSE_LIMIT items (CG solves), which then dominate the decode time.
+    fewer iterations). ``stderr=False`` skips the per-item standard errors (then NaN). They are
+    the square roots of ``covariance_diagonal`` at the realised block sizes with the plug-in
+    frequencies ``clip(f̂, 0, 1)`` (SS noise and the users' split among blocks): exact per
+    item-graph component, stochastic only on components of more than DENSE_LIMIT items (CG
+    solves), which then dominate the decode time.
     """
     if solver not in ("auto", "lsmr", "direct"):
         raise ValueError(f"decode: solver must be 'auto', 'lsmr' or 'direct', got {solver!r}")
@@ -760,8 +902,8 @@ def decode(mss, acc: Counts, stderr: bool = True, solver: str = "auto") -> Estim
                 f = col_scale * f
     solve_seconds = time.perf_counter() - t0
     if stderr:
-        se = (np.sqrt(covariance_diagonal(d, w_kept, mss.ridge)) if rank_ok
-              else np.full(k, np.inf))
+        plug_in = population(mss, n_block, project_simplex(f))
+        se = np.sqrt(covariance_diagonal(d, plug_in)) if rank_ok else np.full(k, np.inf)
         se_kind = covariance_kind(d) if rank_ok else "rank-deficient"
     else:
         se = np.full(k, np.nan)

@@ -5,8 +5,16 @@ on a geometric grid from the smallest feasible ``⌈(k+ℓ−1)/ℓ⌉`` (the ra
 ``Σ m_j − ℓ + 1 >= k``) up to k, plus seeded random draws in a band around each target. A
 candidate survives if its design matrix has full column rank and its condition number is at most
 ``max_condition``; survivors are ranked by predicted MSE, or, given ``max_mse_factor``, by message
-length among those within that factor of SS on [k]. Predicted MSE is n-free: ``n·MSE`` with
-``n_j = n/ℓ``, i.e. ``tr(M^{-1})/k`` for ``w_j = 1/(ℓ·q_j(1−q_j)/(p_j−q_j)²)``.
+length among those within that factor of SS on [k]. Predicted MSE is n-free: ``n·MSE`` at
+``n_j = n/ℓ`` for large n and uniform f (spread-out data), with the whole covariance of SPEC §2 (SS
+noise with its within-block correlations, and the users' split among blocks:
+``mss_decoder.covariance_with_error``).
+
+Screening uses ``tr(M^{-1})/k`` with ``w_j = 1/(ℓ·q_j(1−q_j)/(p_j−q_j)²)``, the f = 0
+privatization part, as a lower bound on that MSE: the whole MSE exceeded it in every design
+measured (k = 1024: 1.000–1.05× at ε <= 4, up to 1.65× at ε = 6 for small moduli;
+tests/protocols/test_planner_config.py checks it on the planner's own candidates), so a candidate
+whose trace is already above the threshold is rejected without the costlier whole MSE.
 
 Cost. Bits are closed-form, so the ``max_bits`` filter and the bits order come first and no solve
 is spent on a candidate that cannot be returned. For k <= DENSE_LIMIT every trace is exact (dense).
@@ -17,10 +25,11 @@ Above it, a trace costs CG solves (O(k·ℓ) per iteration), and the planner wor
      as it is certainly worse than ``screen_margin(k)`` × the threshold (the MSE cap, or the ``top``-th
      best screen value so far). Ill-conditioned candidates (MSE exploding) leave after a few
      iterations instead of CG_MAXITER.
-  2. refine: the ``top + REFINE`` best screened candidates (MSE order), or lazily the shortest
-     ones (bits order), get the full ``probe_count(k)``-probe estimate; its standard error relative
-     to the estimate is reported as ``mse_rel_error``. Conditioning (Lanczos) is computed only for
-     returned candidates.
+  2. refine: screened candidates in trace order (MSE ranking) while their trace can still beat the
+     ``top``-th whole MSE, or lazily the shortest ones (bits order), get the whole MSE
+     (``probe_count(k)`` probes on large item-graph components); its standard error relative to
+     the estimate is reported as ``mse_rel_error``. Conditioning (Lanczos) is computed only for
+     candidates that enter the returned list.
 Same seed, same answer: candidate draws and probes are seeded.
 """
 from __future__ import annotations
@@ -46,7 +55,6 @@ MAX_CONDITION = 10.0       # the paper's acceptance threshold on cond(W^{1/2} A)
 # from the threshold; in between, the candidate is refined with the full probe count.
 SCREEN_SIGMA = 1.5
 SCREEN_SIGMAS = 10.0
-REFINE = 4                 # extra screened candidates refined beyond `top` (MSE order)
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ class Candidate:
     ell: int
     bits: float               # ⌈log2 ℓ⌉ + mean_j ⌈log2 C(m_j, ω_j)⌉
     payload_bytes: float      # mean_j wire payload width (protocols.wire encodings)
-    predicted_mse_n1: float   # n · MSE (λ = 0)
+    predicted_mse_n1: float   # n · MSE (λ = 0, n → ∞, uniform f), whole covariance (SPEC §2)
     mse_ratio_ss: float       # predicted MSE / MSE of SS on [k]
     ss_bits: int              # ⌈log2 C(k, ω)⌉ of SS on [k], for comparison
     condition_number: float   # cond(W^{1/2} A) at n_j = n/ℓ
@@ -145,12 +153,24 @@ def _trace(k: int, epsilon: float, moduli: tuple[int, ...], probes: int | None,
         return None
 
 
-def _candidate(k, moduli, bits, payload, trace, ss_mse, ss_bits, cond=math.nan) -> Candidate:
-    mse = trace[0] / k
+def _mse(k: int, epsilon: float, moduli: tuple[int, ...]):
+    """``(n·MSE, standard error)`` as n → ∞ at uniform f (module docstring), or None if the
+    design is unusable."""
+    blocks = tuple(ss_constants(m, epsilon) for m in moduli)
+    n_block = np.full(len(moduli), 1.0 / len(moduli))
+    pop = mss_decoder.Population(n_block, blocks, np.full(k, 1.0 / k), _weights(epsilon, moduli))
+    try:
+        diag, err = mss_decoder.covariance_with_error(mss_decoder.Design(k, moduli), pop)
+    except mss_decoder.IllConditioned:
+        return None
+    return float(diag.mean()), err / k
+
+
+def _candidate(k, moduli, bits, payload, mse, ss_mse, ss_bits, cond=math.nan) -> Candidate:
     return Candidate(moduli=moduli, ell=len(moduli), bits=bits, payload_bytes=payload,
-                     predicted_mse_n1=mse, mse_ratio_ss=mse / ss_mse, ss_bits=ss_bits,
+                     predicted_mse_n1=mse[0], mse_ratio_ss=mse[0] / ss_mse, ss_bits=ss_bits,
                      condition_number=cond,
-                     mse_rel_error=(trace[1] / trace[0]) if trace[0] > 0 else math.nan)
+                     mse_rel_error=(mse[1] / mse[0]) if mse[0] > 0 else math.nan)
 
 
 def plan(k: int, epsilon: float, ell: int | None = None, max_mse_factor: float | None = None,
@@ -198,64 +218,57 @@ def plan(k: int, epsilon: float, ell: int | None = None, max_mse_factor: float |
             else None
 
     ranked: list[Candidate] = []
+    margin = 1.0 if exact else screen_margin(k)
     if max_mse_factor is not None:
         # Shortest first; a candidate is evaluated only while it can still enter the top list.
-        cap = max_mse_factor * ss_mse * k             # on tr(M^{-1}) at n = 1
+        cap = max_mse_factor * ss_mse                 # on n·MSE
         pool.sort(key=lambda t: (t[1], -sum(t[0]), t[0]))
-        margin = screen_margin(k)
         for moduli, bits, payload in pool:
             if len(ranked) >= top and bits > ranked[top - 1].bits:
                 break
-            if exact:
-                tr = _trace(k, epsilon, moduli, None)
-            else:   # one probe; refined now only if too close to the cap to decide
-                tr = _trace(k, epsilon, moduli, 1, margin * cap)
-                if tr is not None and tr[0] * margin > cap:
-                    tr = _trace(k, epsilon, moduli, None)
-            if tr is None or tr[0] > cap:
+            # the trace screen (one probe above DENSE_LIMIT) rejects what is surely over the cap
+            tr = _trace(k, epsilon, moduli, None if exact else 1, margin * cap * k)
+            if tr is None or tr[0] > margin * cap * k:
                 continue
-            c = conditioned(_candidate(k, moduli, bits, payload, tr, ss_mse, ss_bits))
+            mse = _mse(k, epsilon, moduli)
+            if mse is None or mse[0] > cap:
+                continue
+            c = conditioned(_candidate(k, moduli, bits, payload, mse, ss_mse, ss_bits))
             if c is not None:
                 ranked.append(c)
                 ranked.sort(key=lambda c: (c.bits, c.predicted_mse_n1))
-        ranked = [c if exact or c.mse_rel_error == c.mse_rel_error   # refine what is returned
-                  else _candidate(k, c.moduli, c.bits, c.payload_bytes,
-                                  _trace(k, epsilon, c.moduli, None), ss_mse,
-                                  ss_bits, c.condition_number)
-                  for c in ranked[:top]]
+        ranked = ranked[:top]
     else:
         # Largest moduli first: they are usually the most accurate, which tightens the early
-        # reject of the rest. Screen everything, refine the best few, condition the returned.
+        # reject of the rest. Screen everything by trace, then take the whole MSE in trace order
+        # while a trace can still beat the top-th whole MSE; condition only what enters the list.
         pool.sort(key=lambda t: (-sum(t[0]), t[0]))
         screened = []                                  # (trace, moduli, bits, payload)
         for moduli, bits, payload in pool:
             bound = None
             if len(screened) >= top:
-                bound = screen_margin(k) * sorted(s[0] for s in screened)[top - 1]
+                bound = margin * sorted(s[0] for s in screened)[top - 1]
             tr = _trace(k, epsilon, moduli, None if exact else 1, bound)
             if tr is not None:
                 screened.append((tr[0], moduli, bits, payload))
         screened.sort(key=lambda s: (s[0], s[2]))
-        refined: dict[tuple[int, ...], Candidate] = {}
+        evaluated: list[Candidate] = []
         conditioned_: dict[tuple[int, ...], Candidate | None] = {}
-        i, step = 0, top + REFINE
-        while True:
-            for trace, moduli, bits, payload in screened[i:i + step]:
-                tr = (trace, 0.0) if exact else _trace(k, epsilon, moduli, None)
-                if tr is not None:
-                    refined[moduli] = _candidate(k, moduli, bits, payload, tr, ss_mse,
-                                                 ss_bits)
-            i += step
+        for trace, moduli, bits, payload in screened:
+            if len(ranked) == top and trace > margin * k * ranked[-1].predicted_mse_n1:
+                break
+            mse = _mse(k, epsilon, moduli)
+            if mse is None:
+                continue
+            evaluated.append(_candidate(k, moduli, bits, payload, mse, ss_mse, ss_bits))
             ranked = []
-            for c in sorted(refined.values(), key=lambda c: (c.predicted_mse_n1, c.bits)):
+            for c in sorted(evaluated, key=lambda c: (c.predicted_mse_n1, c.bits)):
                 if c.moduli not in conditioned_:   # the costliest figure: only for what we return
                     conditioned_[c.moduli] = conditioned(c)
                 if conditioned_[c.moduli] is not None:
                     ranked.append(conditioned_[c.moduli])
                 if len(ranked) == top:
                     break
-            if len(ranked) == top or i >= len(screened):
-                break
     if not ranked:
         raise ValueError(f"plan: no moduli meet the constraints for k = {k}, epsilon = {epsilon} "
                          f"(ell={ell}, max_mse_factor={max_mse_factor}, max_bits={max_bits})")

@@ -13,6 +13,7 @@ from scipy.sparse.linalg import lsmr
 
 from protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
                             check_int, register_protocol)
+from protocols.postprocess import project_simplex
 from protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
 from protocols.unary_encoding import check_packed
 
@@ -65,12 +66,9 @@ class RAPPOR(FrequencyProtocol):
     row-weighted least squares ``min Σ_c ||X_c f − t_c/N_c||²·N_c`` (LSMR on the sparse system;
     unbiased when the stacked Bloom matrix has full column rank, which needs ``C·b >= k``). The
     original paper's Lasso selection step is not used: every candidate of [k] is estimated.
-    Standard errors: sandwich ``M⁻¹ Aᵀ diag(v) A M⁻¹`` with the binomial variance of each bit count
-    at its observed rate (dense; k <= DENSE_LIMIT, else NaN).
-    Variance (``variance``): the same sandwich at ``N_c = n/C`` with per-bit variance
-    ``π(1−π)/((1−f)(q−p))² + β(1−β)(1−1/C)`` (IRR+PRR noise plus cohort sampling;
-    ``β = X_c f``, ``π = p* + (q*−p*)β``); it neglects the correlation of bits within a report, so it
-    is an approximation, unlike the exact formulas of the pure protocols.
+    Variance and standard errors (``covariance_diagonal``): exact against the population's own
+    frequencies, the report noise plus the users' random split among cohorts (SPEC §2's split
+    term); dense, k <= DENSE_LIMIT, else NaN.
     """
 
     k: int
@@ -220,21 +218,49 @@ class RAPPOR(FrequencyProtocol):
         scale = np.repeat(np.sqrt(np.asarray(n_block, dtype=np.float64)), self.bloom_bits)
         return sp.diags(scale) @ self.design, scale
 
-    def _sandwich_diag(self, a: sp.csr_matrix, v: np.ndarray) -> np.ndarray:
-        """``diag(M⁻¹ Aᵀ diag(v) A M⁻¹)`` with ``M = AᵀA`` (dense)."""
+    def covariance_diagonal(self, n_block, f) -> np.ndarray:
+        """``diag Cov(f̂)`` against the population's own frequencies f, given the cohort sizes
+        ``N_c`` (dense: k <= DENSE_LIMIT, else NaN; inf when some item is not identifiable).
+
+        ``f̂ = M⁻¹Σ_c X_cᵀt_c``, ``M = Σ_c N_c X_cᵀX_c``. Given its item a report's bits are
+        independent (PRR and IRR flip each bit on its own), so given the cohort's users
+        ``Cov(t_c/N_c) = diag(σ_c)/N_c`` with ``σ_c = [p*(1−p*)(1−β_c) + q*(1−q*)β_c]/gain²``,
+        ``β_c = X_c f`` in expectation. The cohorts are a uniform random split of the users
+        (``B_c = N_c M⁻¹X_cᵀX_c``, ``Σ_c B_c = I``), which adds, as for MSS (SPEC §2),
+        ``κ[Σ_c B_cΣ_fB_cᵀ/N_c − Σ_f/n]``, ``Σ_f = diag f − ffᵀ``, ``κ = n/(n−1)``. With
+        ``U_c = M⁻¹X_cᵀ``: ``diag = Σ_c N_c[(U_c²)σ_c + κ·rowsum((U_c K_c) ⊙ U_c)] − κ(f − f²)/n``,
+        ``K_c = X_c diag(f) X_cᵀ − β_cβ_cᵀ``.
+        """
         if self.k > DENSE_LIMIT:
             return np.full(self.k, np.nan)
-        m = (a.T @ a).toarray()
-        meat = (a.T @ sp.diags(v) @ a).toarray()
+        nb = np.asarray(n_block, dtype=np.float64)
+        n = float(nb.sum())
+        kappa = n / (n - 1) if n > 1 else 1.0
+        f = np.asarray(f, dtype=np.float64)
+        a, _ = self._system(nb)
         try:
-            c = scipy.linalg.cho_factor(m)
+            chol = scipy.linalg.cho_factor((a.T @ a).toarray())
         except np.linalg.LinAlgError:
             return np.full(self.k, np.inf)     # rank deficient: some item is not identifiable
-        minv = scipy.linalg.cho_solve(c, np.eye(self.k))
-        return ((minv @ meat) * minv).sum(axis=1)
+        x = self.design
+        u = scipy.linalg.cho_solve(chol, x.T.toarray())               # [k, C·b]
+        gain2 = ((1 - self.f) * (self.q - self.p)) ** 2
+        out = -kappa * (f - f * f) / n
+        b = self.bloom_bits
+        for c in np.flatnonzero(nb > 0):
+            xc = x[c * b:(c + 1) * b]
+            uc = u[:, c * b:(c + 1) * b]
+            beta = np.clip(xc @ f, 0.0, 1.0)
+            sigma = (self.p_star * (1 - self.p_star) * (1 - beta)
+                     + self.q_star * (1 - self.q_star) * beta) / gain2
+            kc = (xc.multiply(f[None, :]) @ xc.T).toarray() - np.outer(beta, beta)
+            out += nb[c] * ((uc * uc) @ sigma + kappa * np.einsum("ij,ij->i", uc @ kc, uc))
+        return np.maximum(out, 0.0)
 
-    def estimate(self, acc: Counts, with_stderr: bool = True) -> Estimate:
-        """Regression decode; ``with_stderr=False`` skips the O(k³) dense standard errors (NaN)."""
+    def estimate(self, acc: Counts, stderr: bool = True) -> Estimate:
+        """Regression decode; standard errors are ``covariance_diagonal`` at the realised cohort
+        sizes and the plug-in frequencies (f̂ projected onto the simplex); ``stderr=False`` skips
+        them (NaN; they cost O(k³))."""
         n = acc.n
         if n == 0:
             return Estimate(np.zeros(self.k), np.full(self.k, np.inf), {"n": 0})
@@ -246,23 +272,17 @@ class RAPPOR(FrequencyProtocol):
             rhs = np.where(scale > 0, t.ravel() / scale, 0.0)
         sol = lsmr(a, rhs, atol=LSMR_TOL, btol=LSMR_TOL, maxiter=10 * self.k)
         f_hat, istop, itn = sol[0], sol[1], sol[2]
-        rate = np.clip(acc.counts / np.maximum(nb, 1)[:, None], 0, 1)
-        v = (rate * (1 - rate)).ravel() / gain**2                     # per-report variance of t/N
-        stderr = np.sqrt(self._sandwich_diag(a, v)) if with_stderr else np.full(self.k, np.nan)
-        return Estimate(f_hat, stderr, {"n": n, "lsmr_istop": int(istop), "lsmr_iterations":
+        se = (np.sqrt(self.covariance_diagonal(nb, project_simplex(f_hat))) if stderr
+              else np.full(self.k, np.nan))
+        return Estimate(f_hat, se, {"n": n, "lsmr_istop": int(istop), "lsmr_iterations":
                                         int(itn), "epsilon_one": self.epsilon_one, "f": self.f})
 
     def variance(self, n, f=None):
-        """Approximate per-item variance at ``N_c = n/C`` (class docstring); ``f=None``: uniform f."""
+        """Per-item variance at ``N_c = n/C`` (``covariance_diagonal``); ``f=None``: uniform f."""
         if n == 0:
             return np.full(self.k, np.inf)
         f = np.full(self.k, 1.0 / self.k) if f is None else np.asarray(f, dtype=np.float64)
-        beta = np.clip(self.design @ f, 0, 1)
-        pi = self.p_star + (self.q_star - self.p_star) * beta
-        gain = (1 - self.f) * (self.q - self.p)
-        v = pi * (1 - pi) / gain**2 + beta * (1 - beta) * (1 - 1 / self.cohorts)
-        a, _ = self._system(np.full(self.cohorts, n / self.cohorts))
-        return self._sandwich_diag(a, v)
+        return self.covariance_diagonal(np.full(self.cohorts, n / self.cohorts), f)
 
     def output_distribution(self, item, stage: str = "report"):
         """Exact distribution of ``(cohort, bits)`` given the item.

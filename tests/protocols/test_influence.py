@@ -61,7 +61,7 @@ def _estimate(protocol, acc):
     if protocol.protocol_id == "mss":
         return protocol.estimate(acc, stderr=False).frequencies
     if protocol.protocol_id == "rappor":
-        return protocol.estimate(acc, with_stderr=False).frequencies
+        return protocol.estimate(acc, stderr=False).frequencies
     return protocol.estimate(acc).frequencies
 
 
