@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.demo --output out/demo
+	$(BIN)/python -m privfreq.pipelines.demo --output out/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from protocols import get_protocol_class
+from privfreq.protocols import get_protocol_class
 
 ZIPF_S = 1.1   # SPEC §5 uses Zipf data; s = 1.1 gives a head of a few % and a long tail
 

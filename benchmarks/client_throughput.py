@@ -64,8 +64,8 @@ def _omega1_moduli(k: int, eps: float):
     column rank needs Σ m_j − ℓ + 1 >= k: take integers greedily from that cap downwards, each one
     coprime to those already taken, until the sum suffices (None if it never does).
     """
-    from protocols.mss import check_moduli
-    from protocols.subset_selection import ss_constants
+    from privfreq.protocols.mss import check_moduli
+    from privfreq.protocols.subset_selection import ss_constants
     chosen = []
     for m in range(int(1.5 * (math.exp(eps) + 1)), 1, -1):
         if ss_constants(m, eps).omega != 1 or any(math.gcd(m, c) != 1 for c in chosen):
@@ -81,8 +81,8 @@ def _omega1_moduli(k: int, eps: float):
 
 def build_cases(k: int, eps: float, only):
     """(name, protocol, lower-bound spec or None, note) for one ε."""
-    from protocols import get_protocol_class
-    from protocols.planner import plan
+    from privfreq.protocols import get_protocol_class
+    from privfreq.protocols.planner import plan
     cases = []
 
     def want(name):
@@ -185,7 +185,7 @@ def run_million(n_of: dict, seed: int = 0):
     Times randomize / add_reports / estimate once each and reports the peak of numpy allocations
     during aggregation and estimation (tracemalloc; numpy reports its buffers to it)."""
     import tracemalloc
-    from protocols import get_protocol_class
+    from privfreq.protocols import get_protocol_class
     k = 1 << 20
     x0 = 123_457
     print("| protocol | ε | n | randomize s | aggregate s | estimate s | peak MiB (agg+est) | "

@@ -69,7 +69,7 @@ def _mss_counts(proto, item_counts, rng):
 
 
 def _primes_near(targets):
-    from protocols.planner import primes_up_to
+    from privfreq.protocols.planner import primes_up_to
     import numpy as np
     primes = primes_up_to(max(targets) + 1000)
     out = []
@@ -100,8 +100,8 @@ SHAPES = {   # moduli as fractions of k: the planner's ε = 2 picks at k = 22000
 def case_scale(k: int, eps: float, n: int, seed: int, shape: str = "l2") -> dict:
     """(a): MSS decode at universe size k, moduli the nearest primes to ``SHAPES[shape]·k``."""
     import numpy as np
-    from protocols import mss_decoder
-    from protocols.mss import ModularSubsetSelection as MSS
+    from privfreq.protocols import mss_decoder
+    from privfreq.protocols.mss import ModularSubsetSelection as MSS
     rng = np.random.default_rng(seed)
     moduli = _primes_near([round(a * k) for a in SHAPES[shape]])
     t = time.perf_counter()
@@ -126,9 +126,9 @@ def case_scale(k: int, eps: float, n: int, seed: int, shape: str = "l2") -> dict
 def case_paper(eps: float, n: int, seed: int) -> dict:
     """(b): MSS vs PGR decode at k = 22000, n reports, one ε; calls interleaved."""
     import numpy as np
-    from protocols import mss_decoder
-    from protocols.mss import ModularSubsetSelection as MSS
-    from protocols.pgr import ProjectiveGeometryResponse as PGR
+    from privfreq.protocols import mss_decoder
+    from privfreq.protocols.mss import ModularSubsetSelection as MSS
+    from privfreq.protocols.pgr import ProjectiveGeometryResponse as PGR
     rng = np.random.default_rng(seed)
     item_counts = _zipf_counts(K_PAPER, n, rng)
     items = np.repeat(np.arange(K_PAPER), item_counts)
@@ -160,7 +160,7 @@ def case_paper(eps: float, n: int, seed: int) -> dict:
 
 def case_plan(k: int, eps: float, kwargs: dict) -> dict:
     """(c): one planner call."""
-    from protocols import planner
+    from privfreq.protocols import planner
     t = time.perf_counter()
     c = planner.plan(k, eps, top=1, **kwargs)[0]
     return {"k": k, "eps": eps, "kwargs": kwargs, "plan_s": time.perf_counter() - t,

@@ -42,9 +42,9 @@ if ROOT not in sys.path:
 
 
 def _config(protocol: str, k: int, epsilon: float):
-    from protocols.config import CollectionConfig
+    from privfreq.protocols.config import CollectionConfig
     if protocol == "mss":
-        from protocols.planner import best_moduli
+        from privfreq.protocols.planner import best_moduli
         return CollectionConfig("mss", {"k": k, "epsilon": epsilon,
                                         "moduli": list(best_moduli(k, epsilon))})
     return CollectionConfig(protocol, {"k": k, "epsilon": epsilon})
@@ -67,8 +67,8 @@ def _rss_mb() -> float:
 
 def child_floor(config_json: str, path: str, batch_rows: int) -> dict:
     import pyarrow.parquet as pq
-    from protocols.base import ReportBatch
-    from protocols.config import CollectionConfig
+    from privfreq.protocols.base import ReportBatch
+    from privfreq.protocols.config import CollectionConfig
     p = CollectionConfig.from_json(config_json).protocol
     widths = [p.payload_width(j) for j in range(p.n_blocks)]
     t0 = time.perf_counter()
@@ -95,8 +95,8 @@ def child_floor(config_json: str, path: str, batch_rows: int) -> dict:
 
 
 def child_read(fmt: str, path: str, batch_rows: int) -> dict:
-    from transforms.avro_batches import read_avro_range
-    from transforms.parquet_batches import read_parquet_range
+    from privfreq.transforms.avro_batches import read_avro_range
+    from privfreq.transforms.parquet_batches import read_parquet_range
     reader = read_parquet_range if fmt == "parquet" else read_avro_range
     t0 = time.perf_counter()
     n = 0
@@ -109,7 +109,7 @@ def child_read(fmt: str, path: str, batch_rows: int) -> dict:
 def child_pipeline(config_path: str, pattern: str, out: str, mode: str) -> dict:
     import logging
     logging.getLogger().setLevel(logging.WARNING)
-    from pipelines import aggregate
+    from privfreq.pipelines import aggregate
     t0 = time.perf_counter()
     aggregate.run(["--config", config_path, "--input", pattern, "--output", out,
                    "--direct_num_workers=2", f"--direct_running_mode={mode}"])
@@ -139,8 +139,8 @@ def _run_child(kind: str, **kwargs) -> dict:
 
 def micro(args) -> None:
     """``decode_payloads`` and ``add_reports`` alone, per block, on in-memory payloads."""
-    from protocols.base import ReportBatch
-    from transforms.simulate import batch_rows
+    from privfreq.protocols.base import ReportBatch
+    from privfreq.transforms.simulate import batch_rows
     config = _config(args.protocol, args.k, args.epsilon)
     p = config.protocol
     rng = np.random.default_rng(args.seed)
@@ -194,8 +194,8 @@ def main(argv=None) -> None:
     if args.micro:
         return micro(args)
 
-    from pipelines.encode import report_pieces, write_avro_reports, write_parquet_reports
-    from transforms.simulate import batch_rows
+    from privfreq.pipelines.encode import report_pieces, write_avro_reports, write_parquet_reports
+    from privfreq.transforms.simulate import batch_rows
 
     work = args.workdir or tempfile.mkdtemp(prefix="privfreq-ingest-")
     os.makedirs(work, exist_ok=True)

@@ -33,14 +33,14 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import common
-from protocols import totals as totals_lib
-from protocols.base import Counts
-from protocols.config import CollectionConfig
-from transforms.estimate import COMBINE_FANOUT, CountReports, EstimateFrequencies, decode_counts
-from transforms.io import ReadReportFiles, WriteDeadLetters
-from transforms.parse import INVALID, STATS, ParseReports, merge_stats
-from transforms.simulate import batch_rows
+from privfreq.pipelines import common
+from privfreq.protocols import totals as totals_lib
+from privfreq.protocols.base import Counts
+from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms.estimate import COMBINE_FANOUT, CountReports, EstimateFrequencies, decode_counts
+from privfreq.transforms.io import ReadReportFiles, WriteDeadLetters
+from privfreq.transforms.parse import INVALID, STATS, ParseReports, merge_stats
+from privfreq.transforms.simulate import batch_rows
 
 
 TOTALS = "totals.npz"
@@ -147,7 +147,7 @@ def _publish_totals(src: str, dst: str) -> None:
 
 def run(argv=None, save_main_session=True):
     if "--streaming" in (sys.argv[1:] if argv is None else argv):
-        from pipelines import aggregate_streaming  # event-time windows: its own graph and flags
+        from privfreq.pipelines import aggregate_streaming  # event-time windows: its own graph and flags
         return aggregate_streaming.run(argv, save_main_session)
     parser = argparse.ArgumentParser(prog="privfreq aggregate", description=__doc__.split("\n")[0])
     parser.add_argument("--streaming", action="store_true",

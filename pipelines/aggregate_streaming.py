@@ -72,16 +72,16 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
-import schemas
-from pipelines import common
-from protocols.config import CollectionConfig
-from transforms.avro_batches import (AVRO_MAGIC, RAW_LIMIT, ReportColumns, Unreadable,
+from privfreq import schemas
+from privfreq.pipelines import common
+from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms.avro_batches import (AVRO_MAGIC, RAW_LIMIT, ReportColumns, Unreadable,
                                      read_avro_range)
-from transforms.io import _open, split_ranges
-from transforms.parquet_batches import read_parquet_range
-from transforms.parse import INVALID, STATS, ParseReports
-from transforms.simulate import batch_rows
-from transforms.streaming import WindowedEstimates
+from privfreq.transforms.io import _open, split_ranges
+from privfreq.transforms.parquet_batches import read_parquet_range
+from privfreq.transforms.parse import INVALID, STATS, ParseReports
+from privfreq.transforms.simulate import batch_rows
+from privfreq.transforms.streaming import WindowedEstimates
 
 __all__ = ["DecodeMessages", "PollFiles", "ReadTimedReportFiles", "WritePane", "build", "run",
            "window_dir_name"]
@@ -457,7 +457,7 @@ def choose_watcher(args, options) -> str:
 
 
 def run(argv=None, save_main_session=True):
-    from pipelines.aggregate import _input_pattern, load_config
+    from privfreq.pipelines.aggregate import _input_pattern, load_config
 
     args, beam_args = parser().parse_known_args(argv)
     check_args(args)

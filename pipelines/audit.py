@@ -16,9 +16,9 @@ import logging
 
 import numpy as np
 
-from pipelines import common
-from pipelines.config import add_protocol_args, build_config
-from protocols.audit import audit
+from privfreq.pipelines import common
+from privfreq.pipelines.config import add_protocol_args, build_config
+from privfreq.protocols.audit import audit
 
 
 def run(argv=None, save_main_session=True):

@@ -10,13 +10,13 @@ import sys
 
 # subcommand -> (module with run(argv), one-line description)
 SUBCOMMANDS = {
-    "plan": ("pipelines.plan", "rank MSS moduli for k and epsilon"),
-    "config": ("pipelines.config", "write a collection config JSON (MSS: planner's moduli)"),
-    "encode": ("pipelines.encode", "randomize items (CSV/Parquet) into a report Avro file"),
-    "aggregate": ("pipelines.aggregate", "Beam job: report Avro files -> estimates + summary"),
-    "simulate": ("pipelines.simulate", "Beam job: synthetic reports -> estimates, MSE, plot"),
-    "audit": ("pipelines.audit", "lower-bound ε empirically from randomizer samples (privacy audit)"),
-    "evaluate": ("pipelines.evaluate", "Beam job: protocols × k × ε × distributions grid -> MSE, bits, time, ASR report"),
+    "plan": ("privfreq.pipelines.plan", "rank MSS moduli for k and epsilon"),
+    "config": ("privfreq.pipelines.config", "write a collection config JSON (MSS: planner's moduli)"),
+    "encode": ("privfreq.pipelines.encode", "randomize items (CSV/Parquet) into a report Avro file"),
+    "aggregate": ("privfreq.pipelines.aggregate", "Beam job: report Avro files -> estimates + summary"),
+    "simulate": ("privfreq.pipelines.simulate", "Beam job: synthetic reports -> estimates, MSE, plot"),
+    "audit": ("privfreq.pipelines.audit", "lower-bound ε empirically from randomizer samples (privacy audit)"),
+    "evaluate": ("privfreq.pipelines.evaluate", "Beam job: protocols × k × ε × distributions grid -> MSE, bits, time, ASR report"),
 }
 
 

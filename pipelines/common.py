@@ -17,9 +17,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
-import schemas
-from protocols.base import Estimate
-from protocols.config import CollectionConfig
+from privfreq import schemas
+from privfreq.protocols.base import Estimate
+from privfreq.protocols.config import CollectionConfig
 
 __all__ = ["DEFAULT_RUNNER", "TOP_ITEMS", "commit_files", "commit_output", "discard_output", "pipeline_options",
            "staged_output", "staging_dir", "write_bytes_atomic", "write_results", "write_text_atomic"]

@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 
-from protocols.config import CollectionConfig
+from privfreq.protocols.config import CollectionConfig
 
 
 def add_protocol_args(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +57,7 @@ def build_config(args) -> CollectionConfig:
     if args.moduli is not None:
         params["moduli"] = parse_moduli(args.moduli)
     elif args.protocol == "mss":
-        from protocols.planner import plan
+        from privfreq.protocols.planner import plan
         best = plan(args.k, args.epsilon, top=1)[0]
         logging.info("config: planner chose moduli %s (bits %.1f, MSE ratio to SS %.3f)",
                      list(best.moduli), best.bits, best.mse_ratio_ss)

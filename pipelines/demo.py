@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import aggregate, common, encode, simulate
-from pipelines import config as config_cmd
-from protocols.config import CollectionConfig
+from privfreq.pipelines import aggregate, common, encode, simulate
+from privfreq.pipelines import config as config_cmd
+from privfreq.protocols.config import CollectionConfig
 
 
 def _json(path: str) -> dict:
@@ -60,7 +60,7 @@ def run(argv=None, save_main_session=True):
     if args.moduli:
         cfg_args += ["--moduli", args.moduli]
     else:
-        from protocols.planner import plan
+        from privfreq.protocols.planner import plan
         best = plan(args.k, args.epsilon, ell=2, top=1)[0]
         print(f"planner (ell=2): moduli {list(best.moduli)}, {best.bits:.1f} bits/report, "
               f"predicted MSE {best.mse_ratio_ss:.3f}x SS, condition number "

@@ -34,9 +34,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-import schemas
-from protocols.config import CollectionConfig
-from transforms.simulate import batch_rows
+from privfreq import schemas
+from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms.simulate import batch_rows
 
 __all__ = ["AVRO_BLOCK_BYTES", "FORMATS", "PARQUET_ROW_GROUP_BYTES", "encode_items", "read_items",
            "report_pieces", "report_records", "run", "write_avro_reports",

@@ -54,10 +54,10 @@ import time
 import apache_beam as beam
 import numpy as np
 
-from pipelines import common
-from protocols import protocol_ids
-from transforms.evaluation import EvaluateGrid
-from transforms.simulate import Distribution
+from privfreq.pipelines import common
+from privfreq.protocols import protocol_ids
+from privfreq.transforms.evaluation import EvaluateGrid
+from privfreq.transforms.simulate import Distribution
 
 __all__ = ["PAPER_GRID", "build_specs", "run", "write_outputs"]
 
@@ -154,7 +154,7 @@ def _mss_moduli(k: int, eps: float, args, fixed: dict, cache: dict) -> dict:
         return {"moduli": fixed[k], "source": "--mss-moduli"}
     key = f"{k}:{eps:g}:{args.mss_ell}:{args.mss_max_mse_factor:g}"
     if key not in cache:
-        from protocols import planner
+        from privfreq.protocols import planner
         t0 = time.perf_counter()
         c = planner.plan(k, eps, ell=args.mss_ell, max_mse_factor=args.mss_max_mse_factor,
                          top=1)[0]

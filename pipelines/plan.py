@@ -14,7 +14,7 @@ import math
 
 
 def run(argv=None, save_main_session=True):
-    from protocols.planner import plan
+    from privfreq.protocols.planner import plan
 
     parser = argparse.ArgumentParser(prog="privfreq plan", description=__doc__.split("\n")[0])
     parser.add_argument("--k", type=int, required=True, help="universe size")

@@ -15,11 +15,11 @@ import logging
 
 import apache_beam as beam
 
-from pipelines import common
-from pipelines.config import build_config, add_protocol_args
-from protocols.config import CollectionConfig
-from transforms.estimate import EstimateFrequencies
-from transforms.simulate import Distribution, SimulateReports
+from privfreq.pipelines import common
+from privfreq.pipelines.config import build_config, add_protocol_args
+from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms.estimate import EstimateFrequencies
+from privfreq.transforms.simulate import Distribution, SimulateReports
 
 
 def build(p: beam.Pipeline, config: CollectionConfig, n: int, distribution: Distribution,

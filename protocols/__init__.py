@@ -2,11 +2,11 @@
 
 Importing this package registers every protocol in the registry of ``protocols.base``.
 """
-from protocols import (  # noqa: F401  (registration side effects)
+from privfreq.protocols import (  # noqa: F401  (registration side effects)
     grr, hadamard, mss, olh, pgr, rappor, subset_selection, unary_encoding)
-from protocols.base import (Counts, Estimate, FrequencyProtocol, Reason, ReportBatch,
+from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, Reason, ReportBatch,
                             get_protocol_class, protocol_ids)
-from protocols.config import CollectionConfig
+from privfreq.protocols.config import CollectionConfig
 
 __all__ = [
     "CollectionConfig",

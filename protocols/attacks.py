@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from protocols.base import FrequencyProtocol, ReportBatch
+from privfreq.protocols.base import FrequencyProtocol, ReportBatch
 
 __all__ = [
     "ATTACKS",
@@ -211,7 +211,7 @@ def _hr_guess(protocol, batch, rng):
 
 
 def _hr_asr(protocol, f):
-    from protocols.hadamard import fwht
+    from privfreq.protocols.hadamard import fwht
     f = _f_or_uniform(protocol, f)
     big_k, b, k = protocol.n_hadamard, protocol.blocks, protocol.k
     ind = np.zeros((b, big_k))

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import beta
 
-from protocols.base import FrequencyProtocol, ReportBatch, check_int
+from privfreq.protocols.base import FrequencyProtocol, ReportBatch, check_int
 
 __all__ = ["AuditResult", "audit", "clopper_pearson", "output_keys"]
 

@@ -151,7 +151,7 @@ def get_protocol_class(protocol_id: str) -> type["FrequencyProtocol"]:
 
 
 def _load_all() -> None:
-    import protocols  # noqa: F401  (importing the package registers every protocol module)
+    from privfreq import protocols  # noqa: F401  (importing the package registers every protocol module)
 
 
 def check_epsilon(owner: str, epsilon) -> float:

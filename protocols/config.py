@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from protocols.base import FrequencyProtocol, get_protocol_class
+from privfreq.protocols.base import FrequencyProtocol, get_protocol_class
 
 __all__ = ["SCHEMA_VERSION", "CollectionConfig"]
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
+from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
                             check_int, register_protocol)
-from protocols.estimators import debias, pure_variance
-from protocols.wire import decode_indices, encode_indices, index_width
+from privfreq.protocols.estimators import debias, pure_variance
+from privfreq.protocols.wire import decode_indices, encode_indices, index_width
 
 __all__ = ["GRR"]
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocols.base import Counts, FrequencyProtocol
+from privfreq.protocols.base import Counts, FrequencyProtocol
 
 __all__ = ["DENSE_LIMIT", "influence_bound", "worst_case_influence"]
 

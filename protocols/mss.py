@@ -10,10 +10,10 @@ from functools import cached_property
 
 import numpy as np
 
-from protocols import mss_decoder
-from protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
+from privfreq.protocols import mss_decoder
+from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
                             check_int, register_protocol)
-from protocols.subset_selection import (SSConstants, decode_subsets, encode_subsets,
+from privfreq.protocols.subset_selection import (SSConstants, decode_subsets, encode_subsets,
                                         fill_block_subsets, fill_subsets, ss_constants)
 
 __all__ = ["ModularSubsetSelection", "check_moduli"]
@@ -199,7 +199,7 @@ class ModularSubsetSelection(FrequencyProtocol):
 
     def output_distribution(self, item):
         """Exact ``P((j, Z) | item)``: ``1/ℓ · P_SS(Z | item mod m_j)``."""
-        from protocols.subset_selection import subset_distribution
+        from privfreq.protocols.subset_selection import subset_distribution
         out = {}
         for b, c in enumerate(self.blocks):
             for z, pz in subset_distribution(c, item % c.m).items():

@@ -17,8 +17,8 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, lsmr
 
-from protocols.base import Counts, Estimate
-from protocols.postprocess import project_simplex
+from privfreq.protocols.base import Counts, Estimate
+from privfreq.protocols.postprocess import project_simplex
 
 __all__ = [
     "DENSE_LIMIT",

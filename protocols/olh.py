@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
+from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
                             check_int, register_protocol)
-from protocols.estimators import debias, pure_variance
-from protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
-from protocols.wire import decode_indices, encode_indices, index_width
+from privfreq.protocols.estimators import debias, pure_variance
+from privfreq.protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
+from privfreq.protocols.wire import decode_indices, encode_indices, index_width
 
 __all__ = ["OLH"]
 

@@ -39,9 +39,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocols import mss_decoder
-from protocols.base import check_epsilon, check_int
-from protocols.subset_selection import ss_constants
+from privfreq.protocols import mss_decoder
+from privfreq.protocols.base import check_epsilon, check_int
+from privfreq.protocols.subset_selection import ss_constants
 
 __all__ = ["Candidate", "best_moduli", "plan", "primes_up_to"]
 

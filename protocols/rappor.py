@@ -11,11 +11,11 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.linalg import lsmr
 
-from protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
+from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
                             check_int, register_protocol)
-from protocols.postprocess import project_simplex
-from protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
-from protocols.unary_encoding import check_packed
+from privfreq.protocols.postprocess import project_simplex
+from privfreq.protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
+from privfreq.protocols.unary_encoding import check_packed
 
 __all__ = ["RAPPOR", "RapporClient"]
 

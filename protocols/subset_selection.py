@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
+from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
                             check_int, register_protocol)
-from protocols.estimators import debias, pure_variance
-from protocols.wire import (decode_bitmap, decode_indices, encode_bitmap, encode_indices,
+from privfreq.protocols.estimators import debias, pure_variance
+from privfreq.protocols.wire import (decode_bitmap, decode_indices, encode_bitmap, encode_indices,
                             index_width, subset_encoding)
 
 __all__ = ["SubsetSelection", "SSConstants", "fill_block_subsets", "fill_subsets",

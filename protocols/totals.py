@@ -27,8 +27,8 @@ from typing import Any, BinaryIO, Iterable
 
 import numpy as np
 
-from protocols.base import Counts
-from protocols.config import CollectionConfig
+from privfreq.protocols.base import Counts
+from privfreq.protocols.config import CollectionConfig
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Totals", "dumps", "load", "loads", "merge", "save"]
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from protocols.base import (Counts, Estimate, FrequencyProtocol, Reason, ReportBatch,
+from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, Reason, ReportBatch,
                             check_epsilon, check_int, register_protocol)
-from protocols.estimators import debias, pure_variance
+from privfreq.protocols.estimators import debias, pure_variance
 
 __all__ = ["OUE", "SUE", "UnaryEncoding", "CHUNK_ELEMENTS"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocols.base import Reason
+from privfreq.protocols.base import Reason
 
 __all__ = [
     "decode_bitmap",

@@ -9,10 +9,10 @@
 * ``estimate``: ``CountReports`` CombineFn, ``decode_counts``, ``EstimateFrequencies``.
 * ``simulate``: ``SimulateReports`` (synthetic items randomized in batches inside the pipeline).
 """
-from transforms.estimate import CountReports, EstimateFrequencies, decode_counts
-from transforms.io import ReadReportFiles, WriteDeadLetters
-from transforms.parse import ParseReports
-from transforms.simulate import Distribution, SimulateReports
+from privfreq.transforms.estimate import CountReports, EstimateFrequencies, decode_counts
+from privfreq.transforms.io import ReadReportFiles, WriteDeadLetters
+from privfreq.transforms.parse import ParseReports
+from privfreq.transforms.simulate import Distribution, SimulateReports
 
 __all__ = [
     "CountReports",

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Iterator
 import fastavro
 import numpy as np
 
-import schemas
+from privfreq import schemas
 
 __all__ = ["AVRO_MAGIC", "RAW_LIMIT", "REPORT_FIELDS", "ReportColumns", "Unreadable",
            "encode_report", "fast_path_ok", "read_avro_range", "read_report_columns"]

@@ -6,8 +6,8 @@ from typing import Iterable
 import apache_beam as beam
 import numpy as np
 
-from protocols.base import Counts, Estimate, ReportBatch
-from protocols.config import CollectionConfig
+from privfreq.protocols.base import Counts, Estimate, ReportBatch
+from privfreq.protocols.config import CollectionConfig
 
 __all__ = ["COMBINE_FANOUT", "CountReports", "EstimateFrequencies", "SumArrays", "decode_counts"]
 

@@ -20,9 +20,9 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 
-from protocols import attacks, postprocess
-from protocols.config import CollectionConfig
-from transforms.simulate import Distribution
+from privfreq.protocols import attacks, postprocess
+from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms.simulate import Distribution
 
 __all__ = ["CellAnalytics", "EvaluateGrid", "RunTrial", "cell_key", "summarise_cell"]
 

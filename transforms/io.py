@@ -14,9 +14,9 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-import schemas
-from transforms.avro_batches import ReportColumns, read_avro_range
-from transforms.parquet_batches import PARQUET_MAGIC, read_parquet_range
+from privfreq import schemas
+from privfreq.transforms.avro_batches import ReportColumns, read_avro_range
+from privfreq.transforms.parquet_batches import PARQUET_MAGIC, read_parquet_range
 
 __all__ = ["DEFAULT_SPLIT_BYTES", "DEFAULT_SPLIT_ROWS", "FileRange", "ReadReportFiles",
            "ReadReportRanges", "SplitReportFiles", "WriteDeadLetters", "report_format",

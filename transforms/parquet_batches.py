@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms.avro_batches import RAW_LIMIT, ReportColumns, Unreadable, _object_array
+from privfreq.transforms.avro_batches import RAW_LIMIT, ReportColumns, Unreadable, _object_array
 
 __all__ = ["PARQUET_MAGIC", "read_parquet_range", "row_group_count"]
 

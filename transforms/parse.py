@@ -14,9 +14,9 @@ import numpy as np
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from protocols.base import Reason, ReportBatch
-from protocols.config import CollectionConfig
-from transforms.avro_batches import ReportColumns, encode_report
+from privfreq.protocols.base import Reason, ReportBatch
+from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms.avro_batches import ReportColumns, encode_report
 
 __all__ = ["INVALID", "METRICS_NAMESPACE", "STATS", "ParseReports", "merge_stats", "parse_columns",
            "empty_stats"]

@@ -8,9 +8,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
 
-from protocols.base import ReportBatch
-from protocols.config import CollectionConfig
-from transforms.estimate import SumArrays
+from privfreq.protocols.base import ReportBatch
+from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms.estimate import SumArrays
 
 __all__ = ["SHARD_SIZE", "Distribution", "SimulateReports", "batch_rows"]
 

@@ -22,10 +22,10 @@ from apache_beam.utils.timestamp import Duration
 
 from typing import Any, Iterable, Tuple, Union
 
-from protocols.base import Counts, ReportBatch
-from protocols.config import CollectionConfig
-from transforms.estimate import CountReports, decode_counts
-from transforms.parse import empty_stats, merge_stats
+from privfreq.protocols.base import Counts, ReportBatch
+from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms.estimate import CountReports, decode_counts
+from privfreq.transforms.parse import empty_stats, merge_stats
 
 __all__ = ["CountReportsAndStats", "WindowedEstimates"]
 

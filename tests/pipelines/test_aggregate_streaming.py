@@ -20,10 +20,10 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.window import TimestampedValue
 
-import schemas
-from pipelines import aggregate, aggregate_streaming as agg_s
-from pipelines.cli import main as cli_main
-from protocols.config import CollectionConfig
+from privfreq import schemas
+from privfreq.pipelines import aggregate, aggregate_streaming as agg_s
+from privfreq.pipelines.cli import main as cli_main
+from privfreq.protocols.config import CollectionConfig
 
 # Noisy GRR (ε = 1): equal estimates then mean equal counts, not just the true frequencies.
 CONFIG = CollectionConfig("grr", {"k": 6, "epsilon": 1.0})
@@ -163,8 +163,8 @@ def _collect_stamped(cols, ts=beam.DoFn.TimestampParam):
 def test_decode_messages_containers_single_records_and_garbage():
     """Pub/Sub and Kafka payloads: a container with event times, one schemaless v1 record (the
     message timestamp is its event time) and garbage (a dead letter), through Parse + windows."""
-    from transforms.parse import INVALID, STATS, ParseReports
-    from transforms.streaming import WindowedEstimates
+    from privfreq.transforms.parse import INVALID, STATS, ParseReports
+    from privfreq.transforms.streaming import WindowedEstimates
 
     recs = _records([0, 1, 2, 2], seed=5, event_times=[(T0 + 1) * 1000] * 3 + [(T0 + 100) * 1000])
     single = _records([3], seed=6)[0]

@@ -9,10 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from pipelines import aggregate, audit, common, encode, evaluate, simulate
-from pipelines import aggregate_streaming as agg_s
-from pipelines import config as config_cmd
-from protocols.config import CollectionConfig
+from privfreq.pipelines import aggregate, audit, common, encode, evaluate, simulate
+from privfreq.pipelines import aggregate_streaming as agg_s
+from privfreq.pipelines import config as config_cmd
+from privfreq.protocols.config import CollectionConfig
 
 CONFIG = CollectionConfig("grr", {"k": 8, "epsilon": 1.0})
 
@@ -204,7 +204,7 @@ def test_randomizers_take_an_injected_generator():
     """No protocol hides a default RNG: ``randomize`` requires the generator argument."""
     import inspect
 
-    from protocols.base import get_protocol_class, protocol_ids
+    from privfreq.protocols.base import get_protocol_class, protocol_ids
 
     for pid in protocol_ids():
         param = inspect.signature(get_protocol_class(pid).randomize).parameters["rng"]

@@ -13,8 +13,8 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 from apache_beam.runners.portability import flink_runner, spark_runner  # noqa: F401  (their options)
 from apache_beam.runners.runner import _RUNNER_MAP
 
-from pipelines import aggregate, cli, common
-from protocols.config import CollectionConfig
+from privfreq.pipelines import aggregate, cli, common
+from privfreq.protocols.config import CollectionConfig
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
 DEPLOY = os.path.join(ROOT, "deploy")

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import cli, encode
-from protocols.config import CollectionConfig
+from privfreq.pipelines import cli, encode
+from privfreq.protocols.config import CollectionConfig
 
 CONFIG = CollectionConfig("grr", {"k": 10, "epsilon": 60.0})  # ε = 60: reports equal the items
 

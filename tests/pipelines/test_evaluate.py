@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import cli, evaluate
+from privfreq.pipelines import cli, evaluate
 
 
 def test_registered_in_cli():
-    assert cli.SUBCOMMANDS["evaluate"][0] == "pipelines.evaluate"
+    assert cli.SUBCOMMANDS["evaluate"][0] == "privfreq.pipelines.evaluate"
 
 
 def test_tiny_grid_end_to_end(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "transforms"))
 from _tf_helpers import records_for, write_avro  # noqa: E402
 
-from pipelines import cli, simulate  # noqa: E402
-from protocols.config import CollectionConfig  # noqa: E402
+from privfreq.pipelines import cli, simulate  # noqa: E402
+from privfreq.protocols.config import CollectionConfig  # noqa: E402
 
 RUNNER = "--runner=FnApiRunner"
 
@@ -183,7 +183,7 @@ def test_unknown_subcommand():
 def test_console_script_prints_config_errors_without_traceback(tmp_path):
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "pipelines.cli", "config", "--protocol", "grr",
+    out = subprocess.run([sys.executable, "-m", "privfreq.pipelines.cli", "config", "--protocol", "grr",
                           "--k", "1", "--epsilon", "1", "--output", str(tmp_path / "c.json")],
                          capture_output=True, text=True)
     assert out.returncode == 2

@@ -13,9 +13,9 @@ from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineS
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "transforms"))
 from _tf_helpers import records_for, write_avro  # noqa: E402
 
-from pipelines import cli, evaluate  # noqa: E402
-from protocols import totals  # noqa: E402
-from protocols.config import CollectionConfig  # noqa: E402
+from privfreq.pipelines import cli, evaluate  # noqa: E402
+from privfreq.protocols import totals  # noqa: E402
+from privfreq.protocols.config import CollectionConfig  # noqa: E402
 
 # Noisy MSS with three blocks: equality below must come from exact integer combining on every runner.
 MSS = CollectionConfig("mss", {"k": 40, "epsilon": 2.0, "moduli": [11, 13, 19]})

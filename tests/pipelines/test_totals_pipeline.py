@@ -11,9 +11,9 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "transforms"))
 from _tf_helpers import records_for, write_avro  # noqa: E402
 
-from pipelines import cli  # noqa: E402
-from protocols import totals  # noqa: E402
-from protocols.config import CollectionConfig  # noqa: E402
+from privfreq.pipelines import cli  # noqa: E402
+from privfreq.protocols import totals  # noqa: E402
+from privfreq.protocols.config import CollectionConfig  # noqa: E402
 
 RUNNER = "--runner=FnApiRunner"
 # Noisy MSS (ε = 2): equality must come from exact integer merging, not from a no-noise shortcut.

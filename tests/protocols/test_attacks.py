@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from protocols import attacks, get_protocol_class, protocol_ids
-from protocols.base import ReportBatch
+from privfreq.protocols import attacks, get_protocol_class, protocol_ids
+from privfreq.protocols.base import ReportBatch
 
 MSS_MODULI = {7: (4, 5), 40: (23, 29)}   # pairwise coprime, Σm − ℓ + 1 >= k
 

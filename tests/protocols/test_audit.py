@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from pipelines import cli
-from protocols.audit import audit, clopper_pearson
-from protocols.config import CollectionConfig
+from privfreq.pipelines import cli
+from privfreq.protocols.audit import audit, clopper_pearson
+from privfreq.protocols.config import CollectionConfig
 
 ALL = [("grr", {}), ("ss", {}), ("mss", {"moduli": [3, 4]}), ("oue", {}), ("sue", {}),
        ("olh", {}), ("hr", {}), ("rappor", {}), ("pgr", {})]

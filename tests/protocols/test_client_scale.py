@@ -23,14 +23,14 @@ import numpy as np
 import pytest
 
 from _baseline_contract import CHI2_ALPHA, assert_sampler_matches
-import protocols.olh as olh_mod
-import protocols.subset_selection as ss_mod
-from protocols.audit import clopper_pearson
-from protocols.grr import GRR
-from protocols.hadamard import HadamardResponse
-from protocols.mss import ModularSubsetSelection as MSS
-from protocols.olh import OLH
-from protocols.subset_selection import SubsetSelection, sample_subsets, ss_constants
+import privfreq.protocols.olh as olh_mod
+import privfreq.protocols.subset_selection as ss_mod
+from privfreq.protocols.audit import clopper_pearson
+from privfreq.protocols.grr import GRR
+from privfreq.protocols.hadamard import HadamardResponse
+from privfreq.protocols.mss import ModularSubsetSelection as MSS
+from privfreq.protocols.olh import OLH
+from privfreq.protocols.subset_selection import SubsetSelection, sample_subsets, ss_constants
 
 K_BIG = 1 << 20
 BIT_GENERATORS = {"pcg64": np.random.PCG64, "mt19937": np.random.MT19937,

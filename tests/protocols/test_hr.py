@@ -7,9 +7,9 @@ import scipy.linalg
 
 from _baseline_contract import (assert_exact_privacy, assert_merge_contract, assert_sampler_matches,
                                 assert_unbiased_and_variance, assert_wire_round_trip)
-from protocols import get_protocol_class
-from protocols.base import Reason
-from protocols.hadamard import HadamardResponse, fwht
+from privfreq.protocols import get_protocol_class
+from privfreq.protocols.base import Reason
+from privfreq.protocols.hadamard import HadamardResponse, fwht
 
 
 def test_registered():

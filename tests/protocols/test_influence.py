@@ -10,9 +10,9 @@ import itertools
 import numpy as np
 import pytest
 
-from protocols.base import Reason, ReportBatch, protocol_ids
-from protocols.config import CollectionConfig
-from protocols.influence import influence_bound, worst_case_influence
+from privfreq.protocols.base import Reason, ReportBatch, protocol_ids
+from privfreq.protocols.config import CollectionConfig
+from privfreq.protocols.influence import influence_bound, worst_case_influence
 
 CONFIGS = {
     "grr": {"k": 6, "epsilon": 1.0},

@@ -7,10 +7,10 @@ import pytest
 
 from _baseline_contract import (assert_exact_privacy, assert_merge_contract, assert_sampler_matches,
                                 assert_unbiased_and_variance, assert_wire_round_trip)
-from protocols import mss_decoder
-from protocols.base import Reason
-from protocols.mss import ModularSubsetSelection as MSS
-from protocols.subset_selection import SubsetSelection
+from privfreq.protocols import mss_decoder
+from privfreq.protocols.base import Reason
+from privfreq.protocols.mss import ModularSubsetSelection as MSS
+from privfreq.protocols.subset_selection import SubsetSelection
 
 
 @pytest.mark.parametrize("k,eps,moduli", [(6, 1.0, (3, 4)), (10, 0.4, (5, 7)), (12, 2.0, (4, 5, 7))])

@@ -8,9 +8,9 @@ random split among blocks.
 import numpy as np
 import pytest
 
-from protocols import mss_decoder
-from protocols.base import Counts
-from protocols.mss import ModularSubsetSelection as MSS
+from privfreq.protocols import mss_decoder
+from privfreq.protocols.base import Counts
+from privfreq.protocols.mss import ModularSubsetSelection as MSS
 
 
 def _population(k: int, n: int) -> tuple[np.ndarray, np.ndarray]:

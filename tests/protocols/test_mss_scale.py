@@ -5,9 +5,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from protocols import mss_decoder, planner
-from protocols.mss import ModularSubsetSelection as MSS
-from protocols.subset_selection import SubsetSelection
+from privfreq.protocols import mss_decoder, planner
+from privfreq.protocols.mss import ModularSubsetSelection as MSS
+from privfreq.protocols.subset_selection import SubsetSelection
 
 
 def _sampled_counts(proto, item_counts, rng):

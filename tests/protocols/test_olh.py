@@ -6,10 +6,10 @@ import pytest
 
 from _baseline_contract import (assert_exact_privacy, assert_merge_contract, assert_sampler_matches,
                                 assert_unbiased_and_variance, assert_wire_round_trip, items_for)
-from protocols import get_protocol_class
-from protocols.base import Reason
-from protocols.hashing import hash_to_range, item_offsets, seed_state
-from protocols.olh import OLH
+from privfreq.protocols import get_protocol_class
+from privfreq.protocols.base import Reason
+from privfreq.protocols.hashing import hash_to_range, item_offsets, seed_state
+from privfreq.protocols.olh import OLH
 
 
 def test_registered():
@@ -66,7 +66,7 @@ def test_merge_contract():
 
 
 def test_chunked_add_reports(monkeypatch):
-    import protocols.olh as mod
+    import privfreq.protocols.olh as mod
     proto = OLH(30, 1.0)
     batch = proto.randomize(np.arange(30).repeat(10), np.random.default_rng(16))
     full = proto.add_reports(proto.create_accumulator(), batch)

@@ -7,9 +7,9 @@ import pytest
 
 from _baseline_contract import (assert_exact_privacy, assert_merge_contract, assert_sampler_matches,
                                 assert_unbiased_and_variance, assert_wire_round_trip)
-from protocols import get_protocol_class
-from protocols.base import Counts, Reason
-from protocols.pgr import Geometry, ProjectiveGeometryResponse as PGR, smallest_prime_at_least
+from privfreq.protocols import get_protocol_class
+from privfreq.protocols.base import Counts, Reason
+from privfreq.protocols.pgr import Geometry, ProjectiveGeometryResponse as PGR, smallest_prime_at_least
 
 
 def test_registered():

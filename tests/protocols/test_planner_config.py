@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from protocols import CollectionConfig, protocol_ids
-from protocols.mss import ModularSubsetSelection as MSS
-from protocols.planner import best_moduli, plan, primes_up_to
-from protocols.subset_selection import SubsetSelection
+from privfreq.protocols import CollectionConfig, protocol_ids
+from privfreq.protocols.mss import ModularSubsetSelection as MSS
+from privfreq.protocols.planner import best_moduli, plan, primes_up_to
+from privfreq.protocols.subset_selection import SubsetSelection
 
 
 def test_primes():
@@ -82,7 +82,8 @@ def test_registry_lists_every_protocol():
 
 
 def test_client_core_does_not_import_beam():
-    code = ("import sys, protocols, protocols.planner, protocols.attacks, protocols.postprocess; "
+    code = ("import sys, privfreq.protocols, privfreq.protocols.planner, privfreq.protocols.attacks, "
+            "privfreq.protocols.postprocess; "
             "print(any(m.startswith('apache_beam') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -4,8 +4,8 @@ import itertools
 import numpy as np
 import pytest
 
-from protocols import get_protocol_class, postprocess
-from protocols.postprocess import PostProcess
+from privfreq.protocols import get_protocol_class, postprocess
+from privfreq.protocols.postprocess import PostProcess
 
 
 def brute_force_projection(v: np.ndarray) -> np.ndarray:

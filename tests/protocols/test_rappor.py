@@ -7,9 +7,9 @@ import pytest
 from _baseline_contract import (assert_exact_privacy, assert_merge_contract, assert_sampler_matches,
                                 assert_unbiased_and_variance, assert_wire_round_trip, items_for,
                                 run_estimates)
-from protocols import get_protocol_class
-from protocols.base import Reason
-from protocols.rappor import RAPPOR, RapporClient
+from privfreq.protocols import get_protocol_class
+from privfreq.protocols.base import Reason
+from privfreq.protocols.rappor import RAPPOR, RapporClient
 
 SMALL = dict(bloom_bits=8, hashes=2, cohorts=2)
 
@@ -49,7 +49,7 @@ def test_sampler_matches_distribution():
 
 
 def _prr_batch(r, items, rng):
-    from protocols.base import ReportBatch
+    from privfreq.protocols.base import ReportBatch
     cohort = rng.integers(0, r.cohorts, len(items))
     return ReportBatch(cohort, np.zeros(len(items), np.int64),
                        r.permanent_response(cohort, items, rng))

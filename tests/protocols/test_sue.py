@@ -6,8 +6,8 @@ import pytest
 
 from _baseline_contract import (assert_exact_privacy, assert_merge_contract, assert_sampler_matches,
                                 assert_unbiased_and_variance, assert_wire_round_trip, items_for)
-from protocols import get_protocol_class
-from protocols.base import Reason
+from privfreq.protocols import get_protocol_class
+from privfreq.protocols.base import Reason
 
 Proto = get_protocol_class("sue")
 
@@ -49,7 +49,7 @@ def test_merge_contract():
 
 
 def test_large_batch_is_chunked(monkeypatch):
-    import protocols.unary_encoding as ue
+    import privfreq.protocols.unary_encoding as ue
     monkeypatch.setattr(ue, "CHUNK_ELEMENTS", 64)   # force many chunks
     proto = Proto(21, 1.0)
     items = np.arange(500) % 21

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from protocols import totals
-from protocols.config import CollectionConfig
+from privfreq.protocols import totals
+from privfreq.protocols.config import CollectionConfig
 
 MSS = CollectionConfig("mss", {"k": 40, "epsilon": 2.0, "moduli": [23, 19]})
 GRR = CollectionConfig("grr", {"k": 40, "epsilon": 2.0})

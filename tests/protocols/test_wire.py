@@ -3,9 +3,9 @@ reduce, 2-D nonzero) it replaced, on valid and invalid rows and across chunk bou
 import numpy as np
 import pytest
 
-import protocols.wire as wire
-from protocols.base import Reason
-from protocols.wire import decode_bitmap, encode_bitmap
+import privfreq.protocols.wire as wire
+from privfreq.protocols.base import Reason
+from privfreq.protocols.wire import decode_bitmap, encode_bitmap
 
 
 def reference_decode_bitmap(raw, m, w):

@@ -6,8 +6,8 @@ import io
 import fastavro
 import numpy as np
 
-import schemas
-from protocols.config import CollectionConfig
+from privfreq import schemas
+from privfreq.protocols.config import CollectionConfig
 
 # Indices-encoded MSS blocks (ω = 2 of m = 251 and 256): residues >= m_j and repeats are expressible.
 MSS_INDICES = CollectionConfig("mss", {"k": 500, "epsilon": 4.8, "moduli": [251, 256]})

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _tf_helpers import MSS_BITMAP, MSS_INDICES, avro_bytes, records_for
-from protocols.config import CollectionConfig
-from transforms.avro_batches import ReportColumns, read_report_columns
-from transforms.parse import parse_columns
+from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms.avro_batches import ReportColumns, read_report_columns
+from privfreq.transforms.parse import parse_columns
 
 CONFIGS = [MSS_INDICES, MSS_BITMAP,
            CollectionConfig("grr", {"k": 300, "epsilon": 1.0}),

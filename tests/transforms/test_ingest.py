@@ -15,12 +15,12 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from _tf_helpers import GRR_EXACT, MSS_EXACT, MSS_INDICES, avro_bytes, records_for
-from pipelines import aggregate, encode
-from protocols.config import CollectionConfig
-from transforms.avro_batches import read_avro_range, read_report_columns
-from transforms.io import ReadReportFiles, split_ranges
-from transforms.parquet_batches import read_parquet_range
-from transforms.parse import STATS, ParseReports, merge_stats, parse_columns
+from privfreq.pipelines import aggregate, encode
+from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms.avro_batches import read_avro_range, read_report_columns
+from privfreq.transforms.io import ReadReportFiles, split_ranges
+from privfreq.transforms.parquet_batches import read_parquet_range
+from privfreq.transforms.parse import STATS, ParseReports, merge_stats, parse_columns
 
 OLH = CollectionConfig("olh", {"k": 20, "epsilon": 1.0})  # seeds of 1..10-byte varints
 

@@ -9,7 +9,7 @@ from apache_beam.testing import test_stream
 from apache_beam.transforms.window import TimestampedValue
 
 from _tf_helpers import GRR_EXACT
-from transforms.streaming import WindowedEstimates
+from privfreq.transforms.streaming import WindowedEstimates
 
 K = GRR_EXACT.protocol.k
 _OUT = []  # panes collected by the in-process runner (a global: DoFns are pickled)

@@ -5,11 +5,11 @@ import fastavro
 import numpy as np
 import pytest
 
-import schemas
+from privfreq import schemas
 from _tf_helpers import GRR_EXACT, MSS_BITMAP, MSS_INDICES, avro_bytes, records_for
-from protocols.base import Reason
-from transforms.avro_batches import ReportColumns, read_report_columns
-from transforms.parse import merge_stats, parse_columns
+from privfreq.protocols.base import Reason
+from privfreq.transforms.avro_batches import ReportColumns, read_report_columns
+from privfreq.transforms.parse import merge_stats, parse_columns
 
 
 def _parse(config, recs):

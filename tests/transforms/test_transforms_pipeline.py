@@ -10,10 +10,10 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from _tf_helpers import GRR_EXACT, MSS_EXACT, SS_EXACT, records_for, write_avro
-from transforms.estimate import CountReports, EstimateFrequencies
-from transforms.io import ReadReportFiles
-from transforms.parse import INVALID, STATS, ParseReports, merge_stats
-from transforms.simulate import Distribution, SimulateReports
+from privfreq.transforms.estimate import CountReports, EstimateFrequencies
+from privfreq.transforms.io import ReadReportFiles
+from privfreq.transforms.parse import INVALID, STATS, ParseReports, merge_stats
+from privfreq.transforms.simulate import Distribution, SimulateReports
 
 RUNNER = ["--runner=FnApiRunner"]
 

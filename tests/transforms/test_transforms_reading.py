@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from _tf_helpers import GRR_EXACT, avro_bytes, records_for
-from transforms.avro_batches import RAW_LIMIT, ReportColumns, read_report_columns
+from privfreq.transforms.avro_batches import RAW_LIMIT, ReportColumns, read_report_columns
 
 
 def _read(data: bytes, batch_rows: int = 7) -> list[ReportColumns]:

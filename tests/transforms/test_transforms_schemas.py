@@ -3,7 +3,7 @@ import fastavro
 import pyarrow as pa
 import pytest
 
-import schemas
+from privfreq import schemas
 
 V1_REPORT = {"config_fingerprint": "string", "protocol": "string", "block": "int",
              "seed": "long", "payload": "bytes"}
