@@ -4,18 +4,20 @@
     privfreq config --protocol mss --k 1024 --epsilon 1 --moduli 991,1009 --param ridge=0 \\
         --output config.json
 
-MSS without ``--moduli`` takes the planner's best candidate (``protocols.planner.plan``).
+A protocol with a ``moduli`` parameter (MSS) given no ``--moduli`` takes the planner's best
+candidate (``protocols.planner.plan``). The file is written whole or not at all.
 Invalid parameters fail with a ``ValueError`` naming the field and its valid range.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
-import os
-import tempfile
 
+from privfreq.protocols.base import get_protocol_class
 from privfreq.protocols.config import CollectionConfig
+from privfreq.schemas.files import replaced_atomically
 
 
 def add_protocol_args(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +47,14 @@ def parse_moduli(text: str) -> list[int]:
         raise ValueError(f"moduli: must be comma-separated integers, got {text!r}") from None
 
 
+def _takes_moduli(protocol_id: str) -> bool:
+    try:
+        cls = get_protocol_class(protocol_id)
+    except ValueError:
+        return False  # CollectionConfig below names the valid ids
+    return any(f.name == "moduli" for f in dataclasses.fields(cls))
+
+
 def build_config(args) -> CollectionConfig:
     """CollectionConfig from parsed --protocol/--k/--epsilon/--moduli/--param flags."""
     params: dict = {"k": args.k, "epsilon": args.epsilon}
@@ -56,7 +66,7 @@ def build_config(args) -> CollectionConfig:
         params[name] = value
     if args.moduli is not None:
         params["moduli"] = parse_moduli(args.moduli)
-    elif args.protocol == "mss":
+    elif _takes_moduli(args.protocol):
         from privfreq.protocols.planner import plan
         best = plan(args.k, args.epsilon, top=1)[0]
         logging.info("config: planner chose moduli %s (bits %.1f, MSE ratio to SS %.3f)",
@@ -66,16 +76,9 @@ def build_config(args) -> CollectionConfig:
 
 
 def save_atomic(config: CollectionConfig, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json", dir=directory)
-    os.close(fd)
-    try:
+    """Write the config JSON whole or not at all."""
+    with replaced_atomically(path) as tmp:
         config.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def run(argv=None, save_main_session=True):

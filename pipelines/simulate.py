@@ -6,7 +6,9 @@ Local::
         --seed 7 --output out/sim
 
 Writes ``DIR/estimates.parquet`` (item, estimate, stderr, true_frequency), ``DIR/summary.json``
-(with ``mse`` against the simulated truth and ``predicted_mse``) and ``DIR/estimates.png``.
+(the keys of ``aggregate``'s summary plus the truth-based ``transforms.outputs.TRUTH_KEYS``: ``mse``
+against the simulated truth, ``predicted_mse``, ...) and ``DIR/estimates.png`` (the top items with
+95 % intervals and their true frequencies), published as ``aggregate`` publishes its outputs.
 """
 from __future__ import annotations
 
@@ -16,10 +18,16 @@ import logging
 import apache_beam as beam
 
 from privfreq.pipelines import common
-from privfreq.pipelines.config import build_config, add_protocol_args
+from privfreq.pipelines.config import add_protocol_args, build_config
 from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms import outputs
 from privfreq.transforms.estimate import EstimateFrequencies
 from privfreq.transforms.simulate import Distribution, SimulateReports
+
+
+def _write_results(est, truth, stats: dict, truth_info: dict, config_json: str, out_dir: str):
+    return outputs.write_results(est, stats, config_json=config_json, out_dir=out_dir,
+                                 truth=truth, truth_info=truth_info)
 
 
 def build(p: beam.Pipeline, config: CollectionConfig, n: int, distribution: Distribution,
@@ -28,11 +36,10 @@ def build(p: beam.Pipeline, config: CollectionConfig, n: int, distribution: Dist
     # sim["reports"]: ReportBatch; sim["truth"]: one int64[k] of true item counts
     estimate = sim["reports"] | "Estimate" >> EstimateFrequencies(config)
     stats = {"read": n, "accepted": n, "rejected": {}}
-    extra = {"n": n, "distribution": str(distribution), "seed": seed}
+    truth_info = {"n": n, "distribution": str(distribution), "seed": seed}
     _ = estimate | "WriteResults" >> beam.Map(
-        lambda est, truth, cj, od: common.write_results(
-            est, stats, truth, config_json=cj, out_dir=od, extra=extra),
-        beam.pvalue.AsSingleton(sim["truth"]), config.to_json(indent=None), out_dir)
+        _write_results, beam.pvalue.AsSingleton(sim["truth"]), stats, truth_info,
+        config.to_json(indent=None), out_dir)
 
 
 def run(argv=None, save_main_session=True):

@@ -1,26 +1,13 @@
-"""Beam adapters over the Beam-free ``protocols`` core: no protocol math lives here.
+"""Beam adapters over the Beam-free ``protocols`` core and ``schemas`` codecs: no protocol math
+and no file-format code lives here.
 
-* ``avro_batches``: Avro report files (whole or in byte ranges) into numpy column batches
-  (``ReportColumns``; Beam-free).
-* ``parquet_batches``: Parquet report files (row-group ranges) into the same batches (Beam-free).
-* ``io``: ``ReadReportFiles`` (match, split into ranges, reshuffle, read column batches),
-  ``WriteDeadLetters``.
+* ``io``: ``ReadReportFiles`` (match, split into ranges, reshuffle, read column batches with the
+  ``schemas.avro``/``schemas.parquet`` readers), ``WriteDeadLetters``.
 * ``parse``: ``ParseReports`` DoFn, vectorized validation with a tagged dead-letter output.
 * ``estimate``: ``CountReports`` CombineFn, ``decode_counts``, ``EstimateFrequencies``.
+* ``outputs``: estimates.parquet / summary.json / estimates.png, staged and atomic writes.
+* ``streaming``: event-time sources (file watcher, Pub/Sub and Kafka messages), windowed
+  estimates, per-pane outputs.
 * ``simulate``: ``SimulateReports`` (synthetic items randomized in batches inside the pipeline).
+* ``evaluation``: the protocols × k × ε × distributions grid of ``privfreq evaluate``.
 """
-from privfreq.transforms.estimate import CountReports, EstimateFrequencies, decode_counts
-from privfreq.transforms.io import ReadReportFiles, WriteDeadLetters
-from privfreq.transforms.parse import ParseReports
-from privfreq.transforms.simulate import Distribution, SimulateReports
-
-__all__ = [
-    "CountReports",
-    "Distribution",
-    "EstimateFrequencies",
-    "ParseReports",
-    "ReadReportFiles",
-    "SimulateReports",
-    "WriteDeadLetters",
-    "decode_counts",
-]

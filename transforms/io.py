@@ -1,4 +1,5 @@
-"""File I/O transforms: report files in as column batches, dead letters out as Avro.
+"""File I/O transforms: report files in as column batches, dead letters out as Avro. Beam sources
+and sinks around the Beam-free readers of ``schemas.avro`` and ``schemas.parquet``.
 
 Reading is split below the file level, so a runner parallelizes one big file: every matched file is
 cut into ranges (Avro: byte ranges of ``split_bytes``, each reader resynchronising on the sync
@@ -15,12 +16,13 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from privfreq import schemas
-from privfreq.transforms.avro_batches import ReportColumns, read_avro_range
-from privfreq.transforms.parquet_batches import PARQUET_MAGIC, read_parquet_range
+from privfreq.schemas.avro import read_avro_range
+from privfreq.schemas.columns import ReportColumns
+from privfreq.schemas.parquet import PARQUET_MAGIC, read_parquet_range
 
 __all__ = ["DEFAULT_SPLIT_BYTES", "DEFAULT_SPLIT_ROWS", "FileRange", "ReadReportFiles",
-           "ReadReportRanges", "SplitReportFiles", "WriteDeadLetters", "report_format",
-           "split_ranges"]
+           "ReadReportRanges", "SplitReportFiles", "WriteDeadLetters", "open_file", "read_range",
+           "report_format", "split_ranges"]
 
 # Avro files are read in byte ranges of 16 MiB: ~0.6 M GRR or ~0.1 M k=1024 MSS reports, 0.05-1 s
 # of work per range. Ranges are static (no dynamic rebalancing), so they must be many per worker:
@@ -35,7 +37,8 @@ DEFAULT_SPLIT_ROWS = 1 << 20
 FileRange = Tuple[str, str, int, int]
 
 
-def _open(path: str):
+def open_file(path: str):
+    """``path`` on any Beam filesystem, opened for reading as stored (no decompression)."""
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
@@ -77,6 +80,13 @@ def split_ranges(fo, path: str, size: int, split_bytes: int = DEFAULT_SPLIT_BYTE
     return out
 
 
+def read_range(fo, file_range: FileRange, batch_rows: int) -> Iterator[ReportColumns]:
+    """The ReportColumns batches of one FileRange of the open file ``fo``."""
+    path, fmt, start, end = file_range
+    reader = read_parquet_range if fmt == "parquet" else read_avro_range
+    yield from reader(fo, path, batch_rows, start, end)
+
+
 @beam.typehints.with_output_types(Tuple[str, str, int, int])
 class SplitReportFiles(beam.DoFn):
     """A matched file -> its FileRanges (Parquet: reads only the footer)."""
@@ -87,7 +97,7 @@ class SplitReportFiles(beam.DoFn):
         self._split_rows = split_rows
 
     def process(self, metadata) -> Iterator[FileRange]:
-        with _open(metadata.path) as fo:
+        with open_file(metadata.path) as fo:
             yield from split_ranges(fo, metadata.path, metadata.size_in_bytes,
                                     self._split_bytes, self._split_rows)
 
@@ -102,12 +112,8 @@ class ReadReportRanges(beam.DoFn):
         self._batch_rows = batch_rows
 
     def process(self, file_range: FileRange) -> Iterator[ReportColumns]:
-        path, fmt, start, end = file_range
-        with _open(path) as fo:
-            if fmt == "parquet":
-                yield from read_parquet_range(fo, path, self._batch_rows, start, end)
-            else:
-                yield from read_avro_range(fo, path, self._batch_rows, start, end)
+        with open_file(file_range[0]) as fo:
+            yield from read_range(fo, file_range, self._batch_rows)
 
 
 class ReadReportFiles(beam.PTransform):

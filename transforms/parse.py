@@ -16,7 +16,8 @@ from apache_beam.metrics import Metrics
 
 from privfreq.protocols.base import Reason, ReportBatch
 from privfreq.protocols.config import CollectionConfig
-from privfreq.transforms.avro_batches import ReportColumns, encode_report
+from privfreq.schemas.avro import encode_report
+from privfreq.schemas.columns import ReportColumns
 
 __all__ = ["INVALID", "METRICS_NAMESPACE", "STATS", "ParseReports", "merge_stats", "parse_columns",
            "empty_stats"]

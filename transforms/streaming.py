@@ -1,5 +1,15 @@
-"""Event-time windowed estimates for streaming reports: fixed or sliding windows, allowed lateness
-and accumulating panes. Thin adapter: counting and decoding are the protocol's (via CountReports).
+"""Streaming: report sources stamped with event time, and event-time windowed estimates (fixed or
+sliding windows, allowed lateness, accumulating panes) written pane by pane. Thin adapters:
+reading is ``schemas.avro``/``schemas.parquet`` (the same readers as batch), counting and decoding
+the protocol's (via CountReports).
+
+Sources -> ``TimestampedValue(ReportColumns)``: :class:`PollFiles` (a polling file watcher for
+in-process runners), :class:`ReadTimedReportFiles` (files, as batch ``aggregate`` reads them) and
+:class:`DecodeMessages` (Pub/Sub or Kafka payloads: an Avro container of reports, or one schemaless
+version-1 record). A report's event time is its ``event_time`` field when set (and
+``use_event_time``), else the arrival time (file modification time, message timestamp). Reports
+are grouped into buckets of :func:`bucket_ms`, so that each element lies in exactly the windows of
+all its reports.
 
 Input: ``PCollection[ReportBatch]`` whose elements carry event timestamps (e.g. the publish time of
 a Pub/Sub message holding a batch of reports), optionally mixed with parse tallies (the ``stats``
@@ -16,18 +26,157 @@ the window's end are dropped by the runner (they never reach a count).
 """
 from __future__ import annotations
 
+import datetime as dt
+import io
+import logging
+import math
+import time
+import uuid
+from typing import Any, Iterable, Iterator, Tuple, Union
+
 import apache_beam as beam
+import fastavro
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import trigger, window
-from apache_beam.utils.timestamp import Duration
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
 
-from typing import Any, Iterable, Tuple, Union
-
+from privfreq import schemas
 from privfreq.protocols.base import Counts, ReportBatch
 from privfreq.protocols.config import CollectionConfig
+from privfreq.schemas.avro import AVRO_MAGIC, decode_report_record, read_avro_range
+from privfreq.schemas.columns import NO_EVENT_TIME, RAW_LIMIT, ReportColumns
+from privfreq.transforms import outputs
 from privfreq.transforms.estimate import CountReports, decode_counts
+from privfreq.transforms.io import open_file, read_range, split_ranges
 from privfreq.transforms.parse import empty_stats, merge_stats
 
-__all__ = ["CountReportsAndStats", "WindowedEstimates"]
+__all__ = ["CountReportsAndStats", "DecodeMessages", "PollFiles", "ReadTimedReportFiles",
+           "WINDOWS", "WindowedEstimates", "WritePane", "bucket_ms", "check_windows",
+           "window_dir_name", "write_dead_letter_file"]
+
+WINDOWS = "windows"
+# Below this a message timestamp is Beam's MIN_TIMESTAMP: the message carries no time.
+_MIN_MICROS = -(1 << 62)
+
+
+# ----- event time ---------------------------------------------------------------------------------
+def bucket_ms(window_seconds: float, period_seconds: float | None) -> int:
+    """Granularity (ms) at which reports are grouped: every report of a bucket ``[b, b + g)``
+    lies in exactly the same fixed/sliding windows (their starts and ends are multiples of g)."""
+    w = int(round(window_seconds * 1000))
+    if period_seconds is None:
+        return max(w, 1)
+    return max(math.gcd(w, int(round(period_seconds * 1000))), 1)
+
+
+def _stamped(batches: Iterable[ReportColumns], fallback_ms: int, granularity_ms: int,
+             use_event_time: bool) -> Iterator[TimestampedValue]:
+    """Each batch cut into runs of rows of one event-time bucket, stamped with its start; an
+    unreadable remainder stays with the batch's last run."""
+    for cols in batches:
+        ms = np.full(len(cols), fallback_ms, dtype=np.int64)
+        if use_event_time and cols.event_ms is not None:
+            ms = np.where(cols.event_ms == NO_EVENT_TIME, ms, cols.event_ms)
+        keys = ms - ms % granularity_ms
+        cuts = (np.flatnonzero(np.diff(keys)) + 1).tolist()
+        if not cuts:  # one bucket, or no rows (only an unreadable remainder)
+            key = int(keys[0]) if len(keys) else fallback_ms - fallback_ms % granularity_ms
+            yield TimestampedValue(cols, Timestamp(micros=key * 1000))
+            continue
+        bounds = [0, *cuts, len(cols)]
+        for lo, hi in zip(bounds, bounds[1:]):
+            part = cols.slice(lo, hi)
+            if hi == len(cols) and cols.unreadable is not None:
+                part = part.with_unreadable(cols.unreadable)
+            yield TimestampedValue(part, Timestamp(micros=int(keys[lo]) * 1000))
+
+
+class ReadTimedReportFiles(beam.DoFn):
+    """FileMetadata -> TimestampedValue(ReportColumns): whole files (Avro or Parquet, read as batch
+    ``aggregate`` reads them), stamped with the event-time bucket of their reports (the file's
+    modification time where a report has none)."""
+
+    def __init__(self, batch_rows: int, granularity_ms: int, use_event_time: bool = True):
+        self._batch_rows = batch_rows
+        self._granularity_ms = granularity_ms
+        self._use_event_time = use_event_time
+
+    def process(self, metadata) -> Iterator[TimestampedValue]:
+        path = metadata.path
+        mtime = getattr(metadata, "last_updated_in_seconds", None) or time.time()
+        with open_file(path) as fo:
+            for file_range in split_ranges(fo, path, metadata.size_in_bytes):
+                yield from _stamped(read_range(fo, file_range, self._batch_rows),
+                                    int(round(mtime * 1000)), self._granularity_ms,
+                                    self._use_event_time)
+
+
+class DecodeMessages(beam.DoFn):
+    """Message payload bytes -> TimestampedValue(ReportColumns). A payload is an Avro container
+    of reports or one schemaless version-1 report record; the message timestamp is the arrival
+    time (used where a report has no ``event_time``)."""
+
+    def __init__(self, source_name: str, granularity_ms: int, batch_rows: int,
+                 use_event_time: bool = True):
+        self._source = source_name
+        self._granularity_ms = granularity_ms
+        self._batch_rows = batch_rows
+        self._use_event_time = use_event_time
+
+    def process(self, data: bytes, ts=beam.DoFn.TimestampParam) -> Iterator[TimestampedValue]:
+        ms = int(ts.micros // 1000) if ts.micros > _MIN_MICROS else int(time.time() * 1000)
+        source = f"{self._source}@{ms}"
+        data = bytes(data)
+        if data[:4] == AVRO_MAGIC:
+            batches = read_avro_range(io.BytesIO(data), source, self._batch_rows)
+        else:
+            try:
+                cols = ReportColumns.from_records([decode_report_record(data)], source)
+            except Exception as e:  # noqa: BLE001  (not a report: one malformed row)
+                cols = ReportColumns.from_records([None], source)
+                cols.malformed[0] = (data[:RAW_LIMIT], f"message is neither an Avro container "
+                                                       f"nor one report record: "
+                                                       f"{type(e).__name__}: {e}")
+            batches = [cols]
+        yield from _stamped(batches, ms, self._granularity_ms, self._use_event_time)
+
+
+class PollFiles(beam.DoFn):
+    """pattern -> FileMetadata of each new matching file, polling every ``interval`` seconds until
+    ``max_duration`` seconds have passed (then one last poll) or ``max_files`` files were found.
+
+    For in-process runners only: the loop holds one bundle open, which a distributed streaming
+    runner would never commit (``fileio.MatchContinuously`` is used there)."""
+
+    def __init__(self, interval: float, max_duration: float | None, max_files: int | None):
+        self._interval = interval
+        self._max_duration = max_duration
+        self._max_files = max_files
+
+    def process(self, pattern: str):
+        seen: set[str] = set()
+        deadline = None if self._max_duration is None else time.monotonic() + self._max_duration
+        while True:
+            last = deadline is not None and time.monotonic() >= deadline
+            try:
+                found = FileSystems.match([pattern])[0].metadata_list
+            except Exception as e:  # noqa: BLE001  (e.g. the directory does not exist yet)
+                logging.debug("PollFiles: %s matched nothing: %s", pattern, e)
+                found = []
+            for md in sorted(found, key=lambda m: m.path):
+                if md.path not in seen:
+                    seen.add(md.path)
+                    yield md
+                    if self._max_files is not None and len(seen) >= self._max_files:
+                        return
+            if last:
+                return
+            wait = self._interval
+            if deadline is not None:
+                wait = max(0.0, min(wait, deadline - time.monotonic()))
+            time.sleep(wait)
 
 
 @beam.typehints.with_input_types(Union[ReportBatch, dict])
@@ -69,6 +218,19 @@ def _pane_estimate(acc, config_json: str, w=beam.DoFn.WindowParam,
             "stats": stats, "estimate": decode_counts(counts.copy(), config_json)}
 
 
+def check_windows(window_seconds: float, period_seconds: float | None,
+                  allowed_lateness_seconds: float) -> None:
+    """``ValueError`` naming the parameter unless the window parameters are valid."""
+    if not window_seconds > 0:
+        raise ValueError(f"WindowedEstimates: window_seconds must be > 0, got {window_seconds}")
+    if period_seconds is not None and not 0 < period_seconds <= window_seconds:
+        raise ValueError(f"WindowedEstimates: period_seconds must be in (0, window_seconds], "
+                         f"got {period_seconds}")
+    if not allowed_lateness_seconds >= 0:
+        raise ValueError(f"WindowedEstimates: allowed_lateness_seconds must be >= 0, got "
+                         f"{allowed_lateness_seconds}")
+
+
 class WindowedEstimates(beam.PTransform):
     """PCollection[ReportBatch | stats dict] (timestamped) -> one estimate dict per window pane.
 
@@ -83,14 +245,7 @@ class WindowedEstimates(beam.PTransform):
     def __init__(self, config: CollectionConfig, window_seconds: float,
                  period_seconds: float | None = None, allowed_lateness_seconds: float = 0):
         super().__init__()
-        if not window_seconds > 0:
-            raise ValueError(f"WindowedEstimates: window_seconds must be > 0, got {window_seconds}")
-        if period_seconds is not None and not 0 < period_seconds <= window_seconds:
-            raise ValueError(f"WindowedEstimates: period_seconds must be in (0, window_seconds], "
-                             f"got {period_seconds}")
-        if not allowed_lateness_seconds >= 0:
-            raise ValueError(f"WindowedEstimates: allowed_lateness_seconds must be >= 0, got "
-                             f"{allowed_lateness_seconds}")
+        check_windows(window_seconds, period_seconds, allowed_lateness_seconds)
         self._config = config
         self._windows = (window.FixedWindows(window_seconds) if period_seconds is None
                          else window.SlidingWindows(window_seconds, period_seconds))
@@ -106,3 +261,55 @@ class WindowedEstimates(beam.PTransform):
             CountReportsAndStats(self._config)).without_defaults()
         # pcoll: one (Counts, stats) per window pane (accumulated over the window's panes)
         return counts | "Decode" >> beam.Map(_pane_estimate, self._config.to_json(indent=None))
+
+
+# ----- outputs ------------------------------------------------------------------------------------
+def _utc(seconds: float) -> str:
+    t = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
+        milliseconds=round(seconds * 1000))
+    return t.strftime("%Y%m%dT%H%M%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def window_dir_name(start: float, end: float, pane_index: int) -> str:
+    """``<start>-<end>-pane<N>`` with UTC ``YYYYmmddTHHMMSS.mmmZ`` times (sorts by time)."""
+    return f"{_utc(start)}-{_utc(end)}-pane{pane_index}"
+
+
+class WritePane(beam.DoFn):
+    """A pane dict -> ``DIR/windows/<start>-<end>-pane<N>/`` (estimates.parquet, summary.json),
+    written into a hidden staging directory and renamed into place; a re-fired (retried) pane
+    replaces its directory whole."""
+
+    def __init__(self, out_dir: str, config_json: str):
+        self._out = out_dir.rstrip("/")
+        self._config_json = config_json
+
+    def process(self, pane: dict) -> Iterator[str]:
+        name = window_dir_name(pane["window_start"], pane["window_end"], pane["pane_index"])
+        final = f"{self._out}/{WINDOWS}/{name}"
+        tmp = outputs.staging_dir(final, hidden=True)
+        window = {"window": {"start": pane["window_start"], "end": pane["window_end"],
+                             "start_utc": _utc(pane["window_start"]),
+                             "end_utc": _utc(pane["window_end"]),
+                             "pane_index": pane["pane_index"], "timing": pane["timing"]},
+                  "n_reports_in_window": pane["n"],
+                  "n_block": pane["counts"].n_block.tolist()}
+        try:
+            outputs.write_results(pane["estimate"], pane["stats"], config_json=self._config_json,
+                                  out_dir=tmp, window=window, plot=False)
+            outputs.commit_output(tmp, final)
+        except BaseException:
+            outputs.discard_output(tmp)
+            raise
+        yield final
+
+
+def write_dead_letter_file(dead: list, out_dir: str) -> Iterator[str]:
+    """One batch's dead letters -> ``DIR/dead_letters/<uuid>.avro`` (written atomically)."""
+    if not dead:
+        return
+    buf = io.BytesIO()
+    fastavro.writer(buf, schemas.dead_letter_schema(), dead)
+    path = f"{out_dir.rstrip('/')}/{outputs.DEAD_LETTERS}/{uuid.uuid4().hex}.avro"
+    outputs.write_bytes_atomic(path, buf.getvalue())
+    yield path

@@ -24,6 +24,9 @@ from privfreq import schemas
 from privfreq.pipelines import aggregate, aggregate_streaming as agg_s
 from privfreq.pipelines.cli import main as cli_main
 from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms.parse import INVALID, STATS, ParseReports
+from privfreq.transforms.streaming import (DecodeMessages, PollFiles, WindowedEstimates,
+                                           bucket_ms, window_dir_name)
 
 # Noisy GRR (ε = 1): equal estimates then mean equal counts, not just the true frequencies.
 CONFIG = CollectionConfig("grr", {"k": 6, "epsilon": 1.0})
@@ -120,7 +123,7 @@ def test_file_watching_stream_equals_batch_per_window(tmp_path):
     in_w1 = ([r for r, t in zip(b, b_times) if t is None or t >= w1 * 1000]
              + [c[0], c[2]])
     names = sorted(os.path.basename(p) for p in glob.glob(str(out / "windows" / "*")))
-    assert names == [agg_s.window_dir_name(w0, w0 + W, 0), agg_s.window_dir_name(w1, w1 + W, 0)]
+    assert names == [window_dir_name(w0, w0 + W, 0), window_dir_name(w1, w1 + W, 0)]
     assert names[0] == "20231114T221300.000Z-20231114T221400.000Z-pane0"
     assert not glob.glob(str(out / "windows" / ".*"))  # no staging leftovers
     for name, (start, expected) in zip(names, [(w0, in_w0), (w1, in_w1)]):
@@ -142,11 +145,11 @@ def test_file_watching_stream_equals_batch_per_window(tmp_path):
 def test_poll_watcher_stops_after_max_duration(tmp_path):
     (tmp_path / "x.avro").write_bytes(b"")
     t0 = time.monotonic()
-    found = list(agg_s.PollFiles(0.05, 0.3, None).process(str(tmp_path / "*.avro")))
+    found = list(PollFiles(0.05, 0.3, None).process(str(tmp_path / "*.avro")))
     assert 0.25 <= time.monotonic() - t0 < 5
     assert [os.path.basename(m.path) for m in found] == ["x.avro"]
     # max_files ends the watch as soon as enough files were seen
-    assert len(list(agg_s.PollFiles(10, None, 1).process(str(tmp_path / "*.avro")))) == 1
+    assert len(list(PollFiles(10, None, 1).process(str(tmp_path / "*.avro")))) == 1
 
 
 _OUT: list = []  # collected by the in-process runner (module-level functions: not copied)
@@ -163,9 +166,6 @@ def _collect_stamped(cols, ts=beam.DoFn.TimestampParam):
 def test_decode_messages_containers_single_records_and_garbage():
     """Pub/Sub and Kafka payloads: a container with event times, one schemaless v1 record (the
     message timestamp is its event time) and garbage (a dead letter), through Parse + windows."""
-    from privfreq.transforms.parse import INVALID, STATS, ParseReports
-    from privfreq.transforms.streaming import WindowedEstimates
-
     recs = _records([0, 1, 2, 2], seed=5, event_times=[(T0 + 1) * 1000] * 3 + [(T0 + 100) * 1000])
     single = _records([3], seed=6)[0]
     buf = io.BytesIO()
@@ -176,7 +176,7 @@ def test_decode_messages_containers_single_records_and_garbage():
     _OUT.clear()
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
         cols = (p | beam.Create(messages) | beam.ParDo(
-            agg_s.DecodeMessages("pubsub:test", agg_s.bucket_ms(W, None))))
+            DecodeMessages("pubsub:test", bucket_ms(W, None), CONFIG.protocol.batch_rows)))
         parsed = cols | beam.ParDo(ParseReports(CONFIG)).with_outputs(INVALID, STATS,
                                                                        main="valid")
         _ = ((parsed.valid, parsed[STATS]) | beam.Flatten() | WindowedEstimates(CONFIG, W)
@@ -246,7 +246,7 @@ def test_kafka_source_options_and_graph(monkeypatch):
         values.append(TimestampedValue((b"k", b.getvalue()), T0))
     monkeypatch.setattr(agg_s, "kafka_read", lambda a: beam.Create(values))
     p = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
-    out = agg_s.build_source(p, args, agg_s.bucket_ms(W, None), CONFIG, "poll")
+    out = agg_s.build_source(p, args, bucket_ms(W, None), CONFIG, "poll")
     _OUT.clear()
     _ = out | beam.Map(_collect_stamped)
     p.run().wait_until_finish()

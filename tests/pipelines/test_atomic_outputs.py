@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from privfreq.pipelines import aggregate, audit, common, encode, evaluate, simulate
-from privfreq.pipelines import aggregate_streaming as agg_s
 from privfreq.pipelines import config as config_cmd
 from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms import outputs
+from privfreq.transforms.streaming import WritePane
 
 CONFIG = CollectionConfig("grr", {"k": 8, "epsilon": 1.0})
 
@@ -22,8 +23,8 @@ class Crash(RuntimeError):
 
 
 def _crash_on_write(monkeypatch, fail_at: int):
-    """common._write_bytes writes half of its data on call ``fail_at`` (1-based), then raises."""
-    real = common._write_bytes
+    """outputs._write_bytes writes half of its data on call ``fail_at`` (1-based), then raises."""
+    real = outputs._write_bytes
     calls = {"n": 0}
 
     def half(path, data):
@@ -33,7 +34,7 @@ def _crash_on_write(monkeypatch, fail_at: int):
             raise Crash(f"simulated failure writing {path}")
         real(path, data)
 
-    monkeypatch.setattr(common, "_write_bytes", half)
+    monkeypatch.setattr(outputs, "_write_bytes", half)
     return calls
 
 
@@ -52,7 +53,7 @@ def test_aggregate_failure_mid_write_leaves_previous_output(tmp_path, monkeypatc
             "--output", str(tmp_path / "out")]
     aggregate.run(argv)
     before = {n: (tmp_path / "out" / n).read_bytes() for n in _listing(tmp_path / "out")}
-    _crash_on_write(monkeypatch, fail_at=2)  # estimates.parquet written, summary.json half
+    _crash_on_write(monkeypatch, fail_at=2)  # estimates.parquet written, estimates.png half
     with pytest.raises(Exception, match="simulated failure"):
         aggregate.run(argv)
     assert {n: (tmp_path / "out" / n).read_bytes() for n in _listing(tmp_path / "out")} == before
@@ -99,7 +100,7 @@ def test_evaluate_failure_leaves_previous_report_and_other_files(tmp_path, monke
 
 
 def test_encode_failure_leaves_nothing(tmp_path, monkeypatch):
-    def fail(fo, config, pieces, codec="null"):
+    def fail(fo, fingerprint, protocol_id, pieces, codec="null"):
         fo.write(b"Obj\x01 half a file")
         raise Crash("simulated failure in the Avro writer")
 
@@ -150,7 +151,7 @@ def test_streaming_pane_failure_leaves_no_window_directory(tmp_path, monkeypatch
     pane = {"window_start": 0.0, "window_end": 60.0, "timing": "ON_TIME", "pane_index": 0,
             "n": acc.n, "counts": acc, "estimate": p.estimate(acc),
             "stats": {"read": 50, "accepted": 50, "rejected": {}}}
-    writer = agg_s.WritePane(str(tmp_path / "live"), CONFIG.to_json(indent=None))
+    writer = WritePane(str(tmp_path / "live"), CONFIG.to_json(indent=None))
     _crash_on_write(monkeypatch, fail_at=2)
     with pytest.raises(Crash):
         list(writer.process(pane))

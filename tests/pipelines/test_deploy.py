@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 from apache_beam.runners.portability import flink_runner, spark_runner  # noqa: F401  (their options)
 from apache_beam.runners.runner import _RUNNER_MAP
 
-from privfreq.pipelines import aggregate, cli, common
+from privfreq.pipelines import cli, common
 from privfreq.protocols.config import CollectionConfig
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
@@ -58,8 +58,8 @@ def parse_command(line: str, monkeypatch) -> PipelineOptions:
     """Run the subcommand's own flag parsing up to the point where it builds pipeline options."""
     argv = shlex.split(line)
     assert argv[0] == "privfreq" and argv[1] in cli.SUBCOMMANDS, line
-    monkeypatch.setattr(aggregate, "load_config", lambda path: CONFIG)
-    monkeypatch.setattr(aggregate, "read_totals", lambda paths, config: None)
+    monkeypatch.setattr(common, "load_config", lambda path: CONFIG)
+    monkeypatch.setattr(common, "read_totals", lambda paths, config: None)
 
     def capture(beam_args, save_main_session):
         raise _Parsed(beam_args)

@@ -93,7 +93,7 @@ def test_every_pipeline_serialises_to_runner_api(reports, tmp_path):
                   PROTO_RUNNER])
     assert len(ProtoOnlyRunner.seen) == 4
     plain, merged, sim, ev = map(_labels, ProtoOnlyRunner.seen)
-    assert {"Parse", "Estimate", "WriteResults"} <= plain
+    assert {"Parse", "CountReports", "Decode", "WriteResults"} <= plain
     assert {"MergeTotalsIn", "Decode", "WriteResults"} <= merged
     assert {"Simulate", "Estimate"} <= sim
     assert {"CreateTrials", "Evaluate", "WriteOutputs"} <= ev

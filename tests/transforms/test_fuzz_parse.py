@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from _tf_helpers import MSS_BITMAP, MSS_INDICES, avro_bytes, records_for
 from privfreq.protocols.config import CollectionConfig
-from privfreq.transforms.avro_batches import ReportColumns, read_report_columns
+from privfreq.schemas.avro import read_avro_range
+from privfreq.schemas.columns import ReportColumns
 from privfreq.transforms.parse import parse_columns
 
 CONFIGS = [MSS_INDICES, MSS_BITMAP,
@@ -109,7 +110,7 @@ def test_in_memory_records(data, config):
 def test_avro_files_of_hostile_records_and_corrupted_bytes(data, config):
     recs = data.draw(st.lists(_mutations(config, avro_typed=True), min_size=1, max_size=40))
     raw = avro_bytes(recs, sync_interval=data.draw(st.sampled_from([16, 64, 1000])))
-    read, acc, rej = _check((c, config) for c in read_report_columns(io.BytesIO(raw), "f", 16))
+    read, acc, rej = _check((c, config) for c in read_avro_range(io.BytesIO(raw), "f", 16))
     assert read == len(recs) and acc + rej == len(recs)
     # Corrupt the file: truncate and/or overwrite some bytes. The reader may lose records, but
     # every batch still accounts for what it read, and nothing raises.
@@ -118,13 +119,13 @@ def test_avro_files_of_hostile_records_and_corrupted_bytes(data, config):
     for _ in range(data.draw(st.integers(0, 4))):
         if bad:
             bad[data.draw(st.integers(0, len(bad) - 1))] = data.draw(st.integers(0, 255))
-    _check((c, config) for c in read_report_columns(io.BytesIO(bytes(bad)), "f", 16))
+    _check((c, config) for c in read_avro_range(io.BytesIO(bytes(bad)), "f", 16))
 
 
 @FUZZ
 @given(raw=st.binary(max_size=300), config=st.sampled_from(CONFIGS))
 def test_random_bytes_as_a_file(raw, config):
-    read, acc, rej = _check((c, config) for c in read_report_columns(io.BytesIO(raw), "f", 16))
+    read, acc, rej = _check((c, config) for c in read_avro_range(io.BytesIO(raw), "f", 16))
     assert acc + rej == read
 
 

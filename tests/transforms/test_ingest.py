@@ -17,9 +17,11 @@ from apache_beam.testing.util import assert_that, equal_to
 from _tf_helpers import GRR_EXACT, MSS_EXACT, MSS_INDICES, avro_bytes, records_for
 from privfreq.pipelines import aggregate, encode
 from privfreq.protocols.config import CollectionConfig
-from privfreq.transforms.avro_batches import read_avro_range, read_report_columns
+from privfreq import schemas
+from privfreq.schemas.avro import read_avro_range, write_avro_reports
+from privfreq.schemas.parquet import write_parquet_reports
 from privfreq.transforms.io import ReadReportFiles, split_ranges
-from privfreq.transforms.parquet_batches import read_parquet_range
+from privfreq.schemas.parquet import read_parquet_range
 from privfreq.transforms.parse import STATS, ParseReports, merge_stats, parse_columns
 
 OLH = CollectionConfig("olh", {"k": 20, "epsilon": 1.0})  # seeds of 1..10-byte varints
@@ -30,10 +32,25 @@ def _pieces(config, n, seed=3):
     return list(encode.report_pieces(config, items, np.random.default_rng(seed)))
 
 
+def _write_avro(fo, config, pieces, **kw):
+    return write_avro_reports(fo, config.fingerprint, config.protocol.protocol_id, pieces, **kw)
+
+
+def _write_parquet(path, config, pieces, **kw):
+    return write_parquet_reports(path, config.fingerprint, config.protocol.protocol_id, pieces,
+                                 **kw)
+
+
+def _records(config, pieces) -> list[dict]:
+    """report.avsc records of ``pieces``, one by one (the reference for the vectorized writers)."""
+    return [{"config_fingerprint": config.fingerprint, "protocol": config.protocol.protocol_id,
+             "block": j, "seed": int(s), "payload": payload[i].tobytes()}
+            for j, seeds, payload in pieces for i, s in enumerate(seeds.tolist())]
+
+
 def _avro_file(config, n, block_bytes=2000, codec="null", seed=3) -> bytes:
     buf = io.BytesIO()
-    encode.write_avro_reports(buf, config, _pieces(config, n, seed), codec=codec,
-                              block_bytes=block_bytes)
+    _write_avro(buf, config, _pieces(config, n, seed), codec=codec, block_bytes=block_bytes)
     return buf.getvalue()
 
 
@@ -62,12 +79,12 @@ def _read_avro_split(data: bytes, cuts, batch_rows=50):
 @pytest.mark.parametrize("codec", ["null", "deflate"])
 def test_vectorized_avro_writer_is_plain_avro_with_report_records_order(config, codec):
     items = np.arange(500) % config.protocol.k
-    expected = list(encode.report_records(config, items, np.random.default_rng(5)))
+    pieces = list(encode.report_pieces(config, items, np.random.default_rng(5)))
+    expected = _records(config, pieces)
     buf = io.BytesIO()
-    encode.write_avro_reports(buf, config, encode.report_pieces(
-        config, items, np.random.default_rng(5)), codec=codec, block_bytes=1000)
+    _write_avro(buf, config, pieces, codec=codec, block_bytes=1000)
     assert list(fastavro.reader(io.BytesIO(buf.getvalue()))) == expected
-    got, bad = _rows(read_report_columns(io.BytesIO(buf.getvalue()), "f", 64))
+    got, bad = _rows(read_avro_range(io.BytesIO(buf.getvalue()), "f", 64))
     assert [r for _, r, _ in got] == expected and not bad
 
 
@@ -79,8 +96,7 @@ def test_encode_cli_format_by_flag_and_extension(tmp_path):
     for out, extra in (("r.parquet", []), ("r2.bin", ["--format", "parquet"]), ("r.avro", [])):
         encode.run(["--config", str(cfg), "--input", str(items), "--output",
                     str(tmp_path / out), "--seed", "1"] + extra)
-    assert pq.read_schema(tmp_path / "r.parquet").names == list(encode.schemas.
-                                                                REPORT_PARQUET_SCHEMA.names)
+    assert pq.read_schema(tmp_path / "r.parquet").names == list(schemas.REPORT_PARQUET_SCHEMA.names)
     t = pq.read_table(tmp_path / "r2.bin")
     with open(tmp_path / "r.avro", "rb") as f:
         avro = list(fastavro.reader(f))
@@ -248,7 +264,7 @@ def test_avro_corrupt_middle_and_tail_stay_exact_under_splits():
 
 def test_parquet_row_group_ranges_give_the_whole_read(tmp_path):
     path = str(tmp_path / "r.parquet")
-    encode.write_parquet_reports(path, MSS_INDICES, _pieces(MSS_INDICES, 700),
+    _write_parquet(path, MSS_INDICES, _pieces(MSS_INDICES, 700),
                                  row_group_bytes=900)
     with open(path, "rb") as f:
         whole = _rows(read_parquet_range(f, path, 64))
@@ -270,7 +286,7 @@ def test_pipeline_reads_split_files_like_whole_ones(tmp_path):
     tmp_path = tmp_path / "in"
     tmp_path.mkdir()
     (tmp_path / "a.avro").write_bytes(good[:len(good) - 700])  # corrupt tail
-    encode.write_parquet_reports(str(tmp_path / "b.parquet"), GRR_EXACT,
+    _write_parquet(str(tmp_path / "b.parquet"), GRR_EXACT,
                                  _pieces(GRR_EXACT, 1000), row_group_bytes=3000)
     (tmp_path / "c.parquet").write_bytes(b"PAR1 not really")
     pattern = str(tmp_path / "*")

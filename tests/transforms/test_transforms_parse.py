@@ -8,7 +8,8 @@ import pytest
 from privfreq import schemas
 from _tf_helpers import GRR_EXACT, MSS_BITMAP, MSS_INDICES, avro_bytes, records_for
 from privfreq.protocols.base import Reason
-from privfreq.transforms.avro_batches import ReportColumns, read_report_columns
+from privfreq.schemas.avro import read_avro_range
+from privfreq.schemas.columns import ReportColumns
 from privfreq.transforms.parse import merge_stats, parse_columns
 
 
@@ -111,7 +112,7 @@ def test_malformed_records_and_unreadable_files_are_counted_once():
 
     data = avro_bytes(records_for(GRR_EXACT, np.arange(300) % 8), sync_interval=100)
     all_stats, n_dead = [], 0
-    for cols in read_report_columns(io.BytesIO(data[:-50]), "cut.avro", 64):
+    for cols in read_avro_range(io.BytesIO(data[:-50]), "cut.avro", 64):
         _, dead, st = parse_columns(cols, GRR_EXACT)
         all_stats.append(st)
         n_dead += len(dead)

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from _tf_helpers import GRR_EXACT, avro_bytes, records_for
-from privfreq.transforms.avro_batches import RAW_LIMIT, ReportColumns, read_report_columns
+from privfreq.schemas.avro import read_avro_range
+from privfreq.schemas.columns import RAW_LIMIT, ReportColumns
 
 
 def _read(data: bytes, batch_rows: int = 7) -> list[ReportColumns]:
-    return list(read_report_columns(io.BytesIO(data), "mem.avro", batch_rows))
+    return list(read_avro_range(io.BytesIO(data), "mem.avro", batch_rows))
 
 
 def test_batches_are_bounded_and_lossless():

@@ -1,0 +1,292 @@
+"""Job outputs: ``estimates.parquet``, ``summary.json`` and ``estimates.png`` of one estimate,
+written into a staged directory that is then published whole, on any Beam filesystem.
+
+**Atomicity.** Single files (:func:`write_bytes_atomic`): a hidden temporary sibling, then one
+rename; locally ``schemas.files.replaced_atomically`` (``os.replace``). Directories
+(:func:`staging_dir` + :func:`commit_output`): locally one directory rename (readers see the old or
+the new complete output, never a half-written one); object stores (``gs://`` ...) have no
+directory rename, so there the files are renamed one by one into place.
+
+**summary.json** holds the keys of :data:`SUMMARY_KEYS` in every job (``aggregate``, ``simulate``,
+each streaming window pane); ``simulate`` adds :data:`TRUTH_KEYS`, a streaming pane adds
+:data:`WINDOW_KEYS`. Non-finite numbers are written as ``null``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import uuid
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from privfreq import schemas
+from privfreq.protocols.base import Estimate
+from privfreq.protocols.config import CollectionConfig
+from privfreq.schemas.files import replaced_atomically
+
+__all__ = ["DEAD_LETTERS", "ESTIMATES", "PLOT", "SUMMARY", "SUMMARY_KEYS", "TOP_ITEMS",
+           "TRUTH_KEYS", "WINDOW_KEYS", "commit_files", "commit_output", "discard_output",
+           "staging_dir", "write_bytes_atomic", "write_results", "write_text_atomic"]
+
+ESTIMATES = "estimates.parquet"
+SUMMARY = "summary.json"
+PLOT = "estimates.png"
+DEAD_LETTERS = "dead_letters"
+TOP_ITEMS = 10        # rows of top_items in summary.json
+PLOT_ITEMS = 50       # items shown in estimates.png
+Z95 = 1.959963984540054  # two-sided 95 % normal quantile: intervals estimate ± Z95 · stderr
+
+SUMMARY_KEYS = {
+    "protocol": "protocol id of the collection config",
+    "config": "the collection config (protocol, params, schema_version) and its fingerprint",
+    "n_read": "inputs read: records, plus one per unreadable file region",
+    "n_accepted": "reports that passed validation and were counted",
+    "n_rejected": "inputs sent to the dead letters (n_accepted + n_rejected = n_read)",
+    "rejected_by_reason": "{reason name: count} of the dead letters",
+    "decode_seconds": "wall time of decoding the merged counts into the estimate",
+    "diagnostics": "the protocol's decoder diagnostics (solver, iterations, ...)",
+    "top_items": f"the {TOP_ITEMS} items of highest estimate: item, estimate, stderr (null where "
+                 "unknown); simulate adds true_frequency",
+    "totals": "null, or with --totals-in/--totals-out: n_reports_total, n_reports_prior, "
+              "n_block_total of the merged counts",
+}
+TRUTH_KEYS = {
+    "truth": "simulate's true items: n, distribution, seed",
+    "mse": "mean over items of (estimate - true frequency)^2",
+    "predicted_mse": "the protocol's predicted MSE at the true frequencies (null if not "
+                     "computable)",
+    "predicted_mse_kind": "how predicted_mse was obtained",
+    "truth_top_items": f"the {TOP_ITEMS} items of highest true frequency: item, "
+                       "true_frequency, estimate",
+}
+WINDOW_KEYS = {
+    "window": "start, end (s since the epoch), start_utc, end_utc, pane_index, timing",
+    "n_reports_in_window": "reports counted in the window so far (panes accumulate)",
+    "n_block": "reports per block in the window",
+}
+
+
+# ----- files and directories, any Beam filesystem -------------------------------------------------
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(data)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a hidden temporary sibling, then a rename (an existing
+    ``path`` is replaced). For single files written outside a staged directory."""
+    if _is_local(path):
+        with replaced_atomically(path) as tmp, open(tmp, "wb") as f:
+            f.write(data)
+        return
+    head, _, name = path.rstrip("/").rpartition("/")
+    tmp = f"{head}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
+    _write_bytes(tmp, data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """:func:`write_bytes_atomic` of UTF-8 text."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def staging_dir(final: str, hidden: bool = False) -> str:
+    """A fresh sibling directory of ``final`` to write into before :func:`commit_output`
+    (``hidden``: its name starts with a dot, e.g. beside directories a watcher lists)."""
+    head, _, name = final.rstrip("/").rpartition("/")
+    tmp_name = f"{'.' if hidden else ''}{name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp = f"{head}/{tmp_name}" if head else tmp_name
+    if _is_local(tmp):
+        os.makedirs(tmp)
+    return tmp
+
+
+def commit_output(tmp: str, final: str) -> None:
+    """Publish ``tmp`` as ``final``.
+
+    Local paths: one directory rename (an existing ``final`` is moved aside first, then deleted),
+    so readers see the old or the new complete output, never a half-written one. Object stores
+    (``gs://`` ...) have no directory rename: files are renamed one by one into ``final``.
+    """
+    final = final.rstrip("/")
+    if _is_local(final):
+        os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
+        old = None
+        if os.path.exists(final):
+            old = f"{final}.old-{uuid.uuid4().hex[:12]}"
+            os.rename(final, old)
+        os.rename(tmp, final)
+        if old:
+            shutil.rmtree(old)
+        return
+    matched = FileSystems.match([tmp + "/**"])[0].metadata_list
+    src = [m.path for m in matched]
+    FileSystems.rename(src, [final + p[len(tmp):] for p in src])
+    FileSystems.delete([tmp])
+
+
+def commit_files(tmp: str, final: str) -> None:
+    """Publish every file of ``tmp`` into ``final`` by one rename each, keeping the other files
+    of ``final`` (e.g. hand-written notes beside a report); then remove ``tmp``."""
+    final = final.rstrip("/")
+    if not _is_local(final):
+        commit_output(tmp, final)  # object stores: files are renamed one by one anyway
+        return
+    for root, _, files in os.walk(tmp):
+        dest = os.path.join(final, os.path.relpath(root, tmp))
+        os.makedirs(dest, exist_ok=True)
+        for name in files:
+            os.replace(os.path.join(root, name), os.path.join(dest, name))
+    shutil.rmtree(tmp)
+
+
+def discard_output(tmp: str) -> None:
+    """Remove a staging directory (best effort: it is never published either way)."""
+    if _is_local(tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with contextlib.suppress(Exception):
+            FileSystems.delete([tmp])
+
+
+# ----- results ------------------------------------------------------------------------------------
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return _finite(float(x))
+    return x
+
+
+def top_items(est: Estimate, truth_f: np.ndarray | None, top: int = TOP_ITEMS) -> list[dict]:
+    order = np.argsort(-est.frequencies, kind="stable")[:top]
+    out = []
+    for i in order.tolist():
+        row = {"item": i, "estimate": float(est.frequencies[i]),
+               "stderr": _finite(est.stderr[i])}
+        if truth_f is not None:
+            row["true_frequency"] = float(truth_f[i])
+        out.append(row)
+    return out
+
+
+def _plot(est: Estimate, truth_f: np.ndarray | None, title: str) -> bytes:
+    """PNG: the top items (by true frequency when known, else by estimate) with 95 % intervals."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(est.frequencies)
+    rank_by = truth_f if truth_f is not None else est.frequencies
+    shown = np.argsort(-rank_by, kind="stable")[:min(k, PLOT_ITEMS)]
+    x = np.arange(len(shown))
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    if truth_f is not None:
+        ax.plot(x, truth_f[shown], "k-", lw=1.5, label="true frequency")
+    err = np.where(np.isfinite(est.stderr[shown]), Z95 * est.stderr[shown], 0.0)
+    ax.errorbar(x, est.frequencies[shown], yerr=err, fmt=".", ms=4, elinewidth=0.6,
+                color="tab:blue", label="estimate, 95 % interval")
+    ax.set_xticks(x, [str(i) for i in shown.tolist()], rotation=90, fontsize=6)
+    ranked = "true frequency" if truth_f is not None else "estimate"
+    ax.set_xlabel(f"item (top {len(shown)} of k = {k} by {ranked})")
+    ax.set_ylabel("frequency")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def predicted(protocol, n: int, f: np.ndarray) -> dict[str, Any]:
+    """``predicted_mse(n, f)`` of the raw estimate at the true frequencies, and how it was
+    obtained (None where the protocol cannot compute it, e.g. RAPPOR's dense covariance above
+    its size limit)."""
+    if n == 0:
+        return {"predicted_mse": None, "predicted_mse_kind": "no reports"}
+    mse = float(protocol.predicted_mse(n, f))
+    if not np.isfinite(mse):
+        return {"predicted_mse": None, "predicted_mse_kind": "not computable at this k"}
+    return {"predicted_mse": mse, "predicted_mse_kind": "exact at the true frequencies"}
+
+
+def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
+                  truth: np.ndarray | None = None, truth_info: dict | None = None,
+                  totals: dict | None = None, window: dict | None = None,
+                  plot: bool = True) -> dict:
+    """Write ``estimates.parquet``, ``summary.json`` and (``plot``) ``estimates.png`` into
+    ``out_dir``; return the summary (keys: module docstring). ``truth``: the true item counts
+    (simulate); ``window``: the :data:`WINDOW_KEYS` of a streaming pane. Runs as a pipeline's last
+    step, so it works on any runner."""
+    config = CollectionConfig.from_json(config_json)
+    protocol = config.protocol
+    k = protocol.k
+    columns = {"item": np.arange(k, dtype=np.int64),
+               "estimate": est.frequencies.astype(np.float64),
+               "stderr": est.stderr.astype(np.float64)}
+    fields = list(schemas.ESTIMATES_SCHEMA)
+    truth_f = None
+    if truth is not None:
+        truth_f = truth / max(int(truth.sum()), 1)
+        columns["true_frequency"] = truth_f
+        fields.append(pa.field("true_frequency", pa.float64(), nullable=False))
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table(columns, schema=pa.schema(fields)), buf)
+    _write_bytes(f"{out_dir}/{ESTIMATES}", buf.getvalue().to_pybytes())
+
+    summary: dict[str, Any] = {
+        "protocol": protocol.protocol_id,
+        "config": {**config.to_dict(), "fingerprint": config.fingerprint},
+        "n_read": stats["read"],
+        "n_accepted": stats["accepted"],
+        "n_rejected": sum(stats["rejected"].values()),
+        "rejected_by_reason": dict(sorted(stats["rejected"].items())),
+        "decode_seconds": est.diagnostics.get("decode_seconds"),
+        "diagnostics": est.diagnostics,
+        "top_items": top_items(est, truth_f),
+        "totals": totals,
+    }
+    title = f"{protocol.protocol_id} k={k} ε={protocol.epsilon:g}: {stats['accepted']} reports"
+    if truth is not None:
+        n = int(truth.sum())
+        summary["truth"] = truth_info or {}
+        summary["mse"] = float(np.mean((est.frequencies - truth_f) ** 2))
+        summary.update(predicted(protocol, n, truth_f))
+        summary["truth_top_items"] = [{"item": int(i), "true_frequency": float(truth_f[i]),
+                                       "estimate": float(est.frequencies[i])}
+                                      for i in np.argsort(-truth_f, kind="stable")[:TOP_ITEMS]]
+        title += f", MSE {summary['mse']:.3g}"
+    if window is not None:
+        summary.update(window)
+    if plot:
+        _write_bytes(f"{out_dir}/{PLOT}", _plot(est, truth_f, title))
+    summary = _jsonable(summary)
+    _write_bytes(f"{out_dir}/{SUMMARY}",
+                 (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    return summary
