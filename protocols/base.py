@@ -7,8 +7,15 @@ constant computed once) that also carries the protocol's behaviour:
 * wire:    ``encode_payloads(block, values) -> uint8[n, L]`` and
            ``decode_payloads(block, uint8[n, L]) -> (values, reason)``  (per block, vectorized)
 * server:  ``create_accumulator() -> Counts``; ``add_reports(acc, batch)``; ``merge(accs)``;
-           ``estimate(acc) -> Estimate``
+           ``estimate(acc, stderr=True) -> Estimate``
 * theory:  ``variance(n, f=None)`` per-item variance of the raw estimate.
+* attack:  ``attack(batch, rng)`` the Bayes attacker's guesses; ``closed_form_asr(f)`` its success
+           rate (``asr_kind``: "exact", "approx" or "none").
+* influence: ``influence_bound(n_block)`` and ``worst_case_influence(counts)``, the largest change
+           one accepted report can make to the raw estimate.
+
+``SupportCounting`` is the base of the protocols whose estimate debiases per-item support counts;
+``protocols.least_squares.LeastSquaresDecoder`` the base of the weighted least-squares decoders.
 
 Reports in memory are a ``ReportBatch``: an int64 block index per report (0 for protocols with one
 block), an int64 public seed per report (0 where unused) and a 2-D ``values`` array whose meaning
@@ -19,24 +26,43 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
 import numpy as np
 
+from privfreq.protocols.estimators import debias, pure_variance
+
 __all__ = [
+    "BATCH_ENTRIES",
     "Counts",
+    "DENSE_LIMIT",
     "Estimate",
     "FrequencyProtocol",
     "Reason",
     "ReportBatch",
+    "SupportCounting",
     "check_epsilon",
     "check_int",
     "get_protocol_class",
     "protocol_ids",
     "register_protocol",
 ]
+
+# Largest k for dense k×k linear algebra (covariances, influence bounds): ~1 s per factorisation.
+DENSE_LIMIT = 4096
+# Memory bound of one ReportBatch's values: 16 MiB (2^21 int64 entries) keeps a batch cheap to
+# pickle between stages and bounds peak memory per worker thread whatever the report width is.
+BATCH_ENTRIES = 1 << 21
+# Also the report-file reading batch (pipelines/aggregate.py): per batch, reading + validation cost
+# ~30 numpy calls (~0.1 ms), so 2^16 rows make that < 5% at GRR's ~20 ns/report. Measured at 10^7
+# GRR reports (benchmarks/ingest.py files, 2 threads): 2^16 rows 0.87 s (Parquet) / 1.04 s (Avro),
+# 2^13 rows 1.04 / 1.33 s (per-batch overhead), 2^18 rows 0.90 / 1.32 s (cache misses, fewer
+# parallel batches).
+MAX_BATCH_ROWS = 1 << 16
+MIN_BATCH_ROWS = 1024
 
 
 class Reason(enum.IntEnum):
@@ -183,8 +209,25 @@ class FrequencyProtocol(ABC):
     """
 
     protocol_id: ClassVar[str]
+    # Short display name (plots, reports).
+    display_name: ClassVar[str] = ""
+    # Cached properties dropped on pickling (rebuilt lazily on the worker).
+    transient: ClassVar[tuple[str, ...]] = ()
+    # How exact ``closed_form_asr`` is: "exact", "approx" or "none".
+    asr_kind: ClassVar[str] = "none"
+    # Whether the attacker success rate compares with the other protocols' at equal ε.
+    comparable_asr: ClassVar[bool] = True
     k: int
     epsilon: float
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for name in self.transient:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
 
     # ----- shape of the protocol -------------------------------------------------------------
     @property
@@ -200,6 +243,17 @@ class FrequencyProtocol(ABC):
     def seed_bound(self) -> int:
         """Valid seeds are ``0 <= seed < seed_bound()`` (1 when unused)."""
         return 1
+
+    @property
+    def values_width(self) -> int:
+        """Columns of ``ReportBatch.values``."""
+        return 1
+
+    @property
+    def batch_rows(self) -> int:
+        """Reports per in-memory batch: as many as fit BATCH_ENTRIES values, within
+        ``[MIN_BATCH_ROWS, MAX_BATCH_ROWS]``."""
+        return int(max(MIN_BATCH_ROWS, min(MAX_BATCH_ROWS, BATCH_ENTRIES // self.values_width)))
 
     # ----- client ------------------------------------------------------------------------------
     @abstractmethod
@@ -262,8 +316,8 @@ class FrequencyProtocol(ABC):
         return acc
 
     @abstractmethod
-    def estimate(self, acc: Counts) -> Estimate:
-        """Raw frequency estimate from merged counts."""
+    def estimate(self, acc: Counts, stderr: bool = True) -> Estimate:
+        """Raw frequency estimate from merged counts; ``stderr=False``: standard errors NaN."""
 
     @abstractmethod
     def variance(self, n: int, f: np.ndarray | None = None) -> np.ndarray:
@@ -272,6 +326,39 @@ class FrequencyProtocol(ABC):
     def predicted_mse(self, n: int, f: np.ndarray | None = None) -> float:
         """Mean over items of ``variance(n, f)``."""
         return float(np.mean(self.variance(n, f)))
+
+    # ----- attacker (SPEC §4) -------------------------------------------------------------------
+    def attack(self, batch: ReportBatch, rng: np.random.Generator) -> np.ndarray:
+        """The Bayes attacker's guess of each report's item (int64[n])."""
+        raise NotImplementedError(f"{type(self).__name__}: no attack")
+
+    def closed_form_asr(self, f: np.ndarray | None = None) -> float:
+        """Closed-form attacker success rate when items follow ``f`` (None: uniform); NaN if
+        none is known."""
+        return math.nan
+
+    def spec_asr(self) -> float:
+        """The ASR formula of the specification (default: ``closed_form_asr()``)."""
+        return self.closed_form_asr()
+
+    # ----- influence of one report ----------------------------------------------------------------
+    def influence_bound(self, n_block) -> float:
+        """Upper bound on ``max_x |f̂_x(D ∪ {h}) − f̂_x(D)|`` over every accepted report h and every
+        dataset D with ``n_block`` reports per block."""
+        raise NotImplementedError(f"{type(self).__name__}: no influence bound")
+
+    def worst_case_influence(self, counts: Counts) -> np.ndarray:
+        """Per item, the exact ``max_h |f̂_x(D ∪ {h}) − f̂_x(D)|`` for the reports D behind
+        ``counts``."""
+        raise NotImplementedError(f"{type(self).__name__}: no influence bound")
+
+    # ----- evaluation grid ------------------------------------------------------------------------
+    @classmethod
+    def evaluation_params(cls, k: int, epsilon: float, options) -> tuple[dict[str, Any], Any]:
+        """Parameters of this protocol in an evaluation grid cell and a JSON-able note of how
+        they were chosen (None when there is nothing to record). ``options``: the evaluation's
+        parsed flags."""
+        return {"k": k, "epsilon": epsilon}, None
 
     # ----- exact distribution, for the privacy checks of SPEC §6.1 ------------------------------
     def output_distribution(self, item: int) -> dict[Any, float]:
@@ -302,3 +389,56 @@ class FrequencyProtocol(ABC):
         if missing:
             raise ValueError(f"{cls.__name__}: missing parameter(s) {sorted(missing)}")
         return cls(**params)
+
+
+class SupportCounting(FrequencyProtocol):
+    """Protocols estimated from per-item support counts (Wang, Blocki, Li, Jha 2017).
+
+    A report supports item x with probability ``p`` if the user holds x and ``q`` otherwise
+    (``support_probabilities``); ``C_x`` counts the reports supporting x. Estimator
+    ``f̂_x = (C_x/n − q)/(p − q)``, variance ``[q(1−q) + f_x (p−q)(1−p−q)]/(n (p−q)²)``. One
+    report adds ``s_x ∈ {0, 1}`` to ``C_x``, so adding it to n reports moves ``f̂_x`` by
+    ``(s_x − C_x/n)/((n+1)(p − q))``.
+    """
+
+    def support_probabilities(self) -> tuple[float, float]:
+        """``(p, q)``: P(a report supports x | the user holds x), and | the user holds another."""
+        return self.p, self.q
+
+    def support_counts(self, acc: Counts) -> np.ndarray:
+        """``C_x`` for the k items."""
+        return acc.counts
+
+    def frequencies(self, acc: Counts) -> np.ndarray:
+        """The raw estimate ``f̂``."""
+        p, q = self.support_probabilities()
+        return debias(self.support_counts(acc), acc.n, p, q)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Constants reported beside every estimate."""
+        return {}
+
+    def estimate(self, acc: Counts, stderr: bool = True) -> Estimate:
+        """``f̂`` with standard errors ``sqrt(variance(n, clip(f̂, 0, 1)))`` (plug-in)."""
+        n = acc.n
+        f = self.frequencies(acc)
+        se = (np.sqrt(self.variance(n, np.clip(f, 0, 1))) if stderr
+              else np.full(self.k, np.nan))
+        return Estimate(f, se, {"n": n, **self.diagnostics()})
+
+    def variance(self, n, f=None):
+        p, q = self.support_probabilities()
+        return pure_variance(self.k, n, p, q, f)
+
+    def influence_bound(self, n_block) -> float:
+        """``1/((n+1)(p − q))``, attained when some ``C_x/n`` is 0 or 1."""
+        p, q = self.support_probabilities()
+        return 1.0 / ((int(np.sum(n_block)) + 1) * (p - q))
+
+    def worst_case_influence(self, counts: Counts) -> np.ndarray:
+        """``max(C_x/n, 1 − C_x/n)/((n+1)(p − q))`` (no data: ``C_x/n`` read as q)."""
+        p, q = self.support_probabilities()
+        n = counts.n
+        frac = (np.full(self.k, q) if n == 0
+                else np.asarray(self.support_counts(counts), dtype=np.float64) / n)
+        return np.maximum(frac, 1 - frac) / ((n + 1) * (p - q))

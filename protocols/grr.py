@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
-                            check_int, register_protocol)
-from privfreq.protocols.estimators import debias, pure_variance
+from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, check_epsilon, check_int,
+                                     register_protocol)
 from privfreq.protocols.wire import decode_indices, encode_indices, index_width
 
 __all__ = ["GRR"]
@@ -16,14 +15,18 @@ __all__ = ["GRR"]
 
 @register_protocol("grr")
 @dataclass(frozen=True)
-class GRR(FrequencyProtocol):
+class GRR(SupportCounting):
     """k-ary randomized response (Warner 1965; Kairouz, Bonawitz, Ramage 2016).
 
     Distribution: report ``y = x`` w.p. ``p = e^ε/(e^ε+k−1)``, else a uniform other value, each
     w.p. ``q = 1/(e^ε+k−1)``. Estimator: ``f̂_x = (C_x/n − q)/(p − q)`` with ``C_x`` the reports
     equal to ``x``. Variance at ``f_x = 0``: ``(e^ε+k−2)/(n (e^ε−1)²)``.
     Payload: ``y`` as one little-endian index (``wire.index_width(k)`` bytes).
+    Attack: guess the reported value; ASR ``p = e^ε/(e^ε+k−1)`` (exact).
     """
+
+    display_name = "GRR"
+    asr_kind = "exact"
 
     k: int
     epsilon: float
@@ -67,13 +70,11 @@ class GRR(FrequencyProtocol):
         acc.n_block[0] += len(batch)
         return acc
 
-    def estimate(self, acc: Counts) -> Estimate:
-        n = acc.n
-        f = debias(acc.counts, n, self.p, self.q)
-        return Estimate(f, np.sqrt(self.variance(n, np.clip(f, 0, 1))), {"n": n})
+    def attack(self, batch, rng):
+        return batch.values[:, 0].astype(np.int64, copy=True)
 
-    def variance(self, n, f=None):
-        return pure_variance(self.k, n, self.p, self.q, f)
+    def closed_form_asr(self, f=None):
+        return float(self.p)
 
     def output_distribution(self, item):
         return {y: (self.p if y == item else self.q) for y in range(self.k)}

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
-                            check_int, register_protocol)
+from privfreq.protocols.attacks import chunked, f_or_uniform, fill_uniform, pick_uniform
+from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, check_epsilon, check_int,
+                                     register_protocol)
 from privfreq.protocols.wire import decode_indices, encode_indices, index_width
 
 __all__ = ["HadamardResponse", "fwht"]
@@ -45,7 +46,7 @@ def _parity(v: np.ndarray) -> np.ndarray:
 
 @register_protocol("hr")
 @dataclass(frozen=True)
-class HadamardResponse(FrequencyProtocol):
+class HadamardResponse(SupportCounting):
     """Hadamard Response (Acharya, Sun, Zhang, "Hadamard Response: Estimating Distributions
     Privately, Efficiently, and with Little Communication", AISTATS 2019), general-ε version.
 
@@ -69,8 +70,17 @@ class HadamardResponse(FrequencyProtocol):
     ``f_x = 0`` with block mass ``1/B`` (f spread out): ``(e^ε+2B−1)²/(B n (e^ε−1)²)``, which for
     B = 1 is ``(e^ε+1)²/(n (e^ε−1)²)`` and for ``B ≈ e^ε/2`` about ``8/(n(e^ε−1))``.
 
+    Influence of one report: ``Ĥ/n ∈ [−1, 1]`` and a report adds ``s_x ∈ {−1, 0, 1}`` to ``Ĥ_x``,
+    so ``|Δ_x| ≤ (1 + |Ĥ_x/n|)·scale/(n + 1) ≤ 2·scale/(n + 1)``.
+
+    Attack: a uniform member of ``{x : y ∈ C_x}``; exact ASR given f via one Walsh–Hadamard
+    transform per block.
+
     Payload: y as one little-endian index of ``wire.index_width(B·K)`` bytes.
     """
+
+    display_name = "HR"
+    asr_kind = "exact"
 
     k: int
     epsilon: float
@@ -163,13 +173,14 @@ class HadamardResponse(FrequencyProtocol):
         j, r = self.block_and_row(np.arange(self.k))
         return spec[j, r]
 
-    def estimate(self, acc: Counts) -> Estimate:
-        n = acc.n
-        if n == 0:
-            return Estimate(np.zeros(self.k), np.full(self.k, np.inf), {"n": 0})
-        f = self.scale * self.transformed(acc) / n
-        return Estimate(f, np.sqrt(self.variance(n, np.clip(f, 0, 1))),
-                        {"n": n, "blocks": self.blocks, "hadamard_size": self.n_hadamard})
+    def frequencies(self, acc: Counts) -> np.ndarray:
+        """``f̂_x = scale·Ĥ_{j(x)}[r(x)]/n`` (zeros when n = 0)."""
+        if acc.n == 0:
+            return np.zeros(self.k)
+        return self.scale * self.transformed(acc) / acc.n
+
+    def diagnostics(self):
+        return {"blocks": self.blocks, "hadamard_size": self.n_hadamard}
 
     def variance(self, n, f=None):
         """Exact per-item variance (see the class docstring); ``f=None``: ``f_x = 0`` with every
@@ -184,6 +195,51 @@ class HadamardResponse(FrequencyProtocol):
         mass = np.bincount(j, weights=f, minlength=self.blocks)[j]
         pi = (mass * (self.e + 1) + (1 - mass) * 2) / (self.e + 2 * self.blocks - 1)
         return (pi - c * c * f) / (n * c * c)
+
+    def influence_bound(self, n_block) -> float:
+        return 2.0 * self.scale / (int(np.sum(n_block)) + 1)
+
+    def worst_case_influence(self, counts: Counts) -> np.ndarray:
+        n = counts.n
+        h = self.transformed(counts) / n if n else np.zeros(self.k)
+        return (1 + np.abs(h)) * self.scale / (n + 1)
+
+    def _item_rows(self):
+        """Rows ``r ∈ [1, K)`` as an array, and which (block, row) pairs are real items (x < k)."""
+        r = np.arange(1, self.n_hadamard, dtype=np.int64)
+        blk = np.arange(self.blocks, dtype=np.int64)
+        valid = (r[None, :] - 1) * self.blocks + blk[:, None] < self.k      # [B, K−1]
+        return r, valid
+
+    def attack(self, batch, rng):
+        big_k, b = self.n_hadamard, self.blocks
+        r, valid = self._item_rows()
+        y = batch.values[:, 0]
+        blk, col = y // big_k, y % big_k
+        n = len(batch)
+        out = np.empty(n, dtype=np.int64)
+        for sl in chunked(n, big_k):
+            even = (np.bitwise_count(r[None, :] & col[sl, None]) & 1) == 0
+            pick = pick_uniform(even & valid[blk[sl]], rng)                # index into r
+            out[sl] = np.where(pick >= 0, pick * b + blk[sl], -1)          # x = (r−1)·B + j
+        return fill_uniform(out, self.k, rng)
+
+    def closed_form_asr(self, f=None):
+        f = f_or_uniform(self, f)
+        big_k, b, k = self.n_hadamard, self.blocks, self.k
+        ind = np.zeros((b, big_k))
+        _, valid = self._item_rows()
+        ind[:, 1:] = valid
+        # cnt[j, c] = #{real rows r of block j with popcount(r & c) even} = (|R_j| + WHT(1_R_j)[c])/2
+        cnt = np.rint((ind.sum(axis=1, keepdims=True) + fwht(ind)) / 2)
+        g = np.divide(1.0, cnt, out=np.zeros_like(cnt), where=cnt > 0)
+        # Σ_{c : popcount(r & c) even} g[j, c] = (Σ_c g[j, c] + WHT(g_j)[r]) / 2
+        even_sum = (g.sum(axis=1, keepdims=True) + fwht(g)) / 2
+        j, r = self.block_and_row(np.arange(k))
+        hit = self.p_in * (2.0 / big_k) * even_sum[j, r]
+        empty = float((cnt == 0).sum())        # outputs with no candidate: guess uniform over [k]
+        p_out = (1 - self.p_in) / (b * big_k - big_k / 2)
+        return float(np.sum(f * hit) + p_out * empty / k)
 
     def output_distribution(self, item):
         """Exact ``P(y | item)`` over ``[B·K]``."""

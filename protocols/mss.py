@@ -11,10 +11,13 @@ from functools import cached_property
 import numpy as np
 
 from privfreq.protocols import mss_decoder
-from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
-                            check_int, register_protocol)
+from privfreq.protocols.attacks import f_or_uniform
+from privfreq.protocols.base import (Counts, Estimate, ReportBatch, check_epsilon, check_int,
+                                     register_protocol)
+from privfreq.protocols.least_squares import LeastSquaresDecoder, LSBlock
+from privfreq.protocols.ss_sampler import fill_block_subsets, fill_subsets
 from privfreq.protocols.subset_selection import (SSConstants, decode_subsets, encode_subsets,
-                                        fill_block_subsets, fill_subsets, ss_constants)
+                                                 ss_constants, subset_distribution)
 
 __all__ = ["ModularSubsetSelection", "check_moduli"]
 
@@ -48,7 +51,7 @@ def check_moduli(k: int, moduli) -> tuple[int, ...]:
 
 @register_protocol("mss")
 @dataclass(frozen=True)
-class ModularSubsetSelection(FrequencyProtocol):
+class ModularSubsetSelection(LeastSquaresDecoder):
     """ModularSubsetSelection (Arcolezi, AAAI 2026).
 
     Distribution: the client draws a block ``j`` uniformly from ``[ℓ]`` (independent of x), writes
@@ -66,7 +69,17 @@ class ModularSubsetSelection(FrequencyProtocol):
 
     Native report values: ``int64[n, max ω_j]`` sorted subset, padded with -1.
     Payload of block j: the subset as sorted indices or an m_j-bit bitmap, whichever is shorter.
+
+    Attack (SPEC §4): r uniform in Z, then x uniform in ``{x<k : x ≡ r (mod m_j)}``; exact ASR given
+    f ``(1/ℓ) Σ_j p_j/ω_j · Σ_x f_x/|class_j(x)|``; SPEC's approximation
+    ``(1/ℓ) Σ_j p_j/(ω_j⌈k/m_j⌉)`` is ``spec_asr``. The exact maximum-likelihood guess is uniform
+    over the union of the residue classes of Z, the same only when every class of block j has the
+    same size (m_j | k); SPEC's guess is kept because its closed form is the one the spec states.
     """
+
+    display_name = "MSS"
+    asr_kind = "exact"
+    transient = ("design",)
 
     k: int
     epsilon: float
@@ -99,6 +112,10 @@ class ModularSubsetSelection(FrequencyProtocol):
     @property
     def n_blocks(self) -> int:
         return self.ell
+
+    @property
+    def values_width(self):
+        return self.omega_max
 
     # ----- client ------------------------------------------------------------------------------
     def randomize(self, items, rng):
@@ -164,14 +181,6 @@ class ModularSubsetSelection(FrequencyProtocol):
     def design(self) -> mss_decoder.Design:
         return mss_decoder.Design(self.k, self.moduli)
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("design", None)  # rebuilt lazily on the worker
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-
     def estimate(self, acc: Counts, stderr: bool = True) -> Estimate:
         """``mss_decoder.decode``; ``stderr=False`` skips the per-item standard errors (NaN)."""
         return mss_decoder.decode(self, acc, stderr=stderr)
@@ -184,22 +193,81 @@ class ModularSubsetSelection(FrequencyProtocol):
     def expected_weights(self, n: int) -> np.ndarray:
         return self.block_weights(np.full(self.ell, n / self.ell))
 
-    def variance(self, n, f=None):
-        """Per-item variance of f̂ against the population's frequencies ``f`` at the expected
-        block sizes ``n_j = n/ℓ``: SS noise plus the users' split among blocks
-        (``mss_decoder.covariance_diagonal``, SPEC §2). ``f=None``: uniform f (spread-out data)."""
-        f = np.full(self.k, 1.0 / self.k) if f is None else np.asarray(f, dtype=np.float64)
-        if n <= 0:
-            return np.full(self.k, np.inf)
-        pop = mss_decoder.population(self, np.full(self.ell, n / self.ell), f)
-        return mss_decoder.covariance_diagonal(self.design, pop)
+    def covariance_diagonal(self, n_block, f):
+        """SS noise plus the users' split among blocks (``mss_decoder.covariance_diagonal``)."""
+        return mss_decoder.covariance_diagonal(self.design, mss_decoder.population(self, n_block, f))
 
-    def predicted_mse(self, n, f=None):
-        return float(np.mean(self.variance(n, f)))
+    def least_squares_blocks(self):
+        """Block j: the residue-class indicator rows of ``m_j``, ``c_j = (p_j−q_j)²/(q_j(1−q_j))``."""
+        items = np.arange(self.k)
+        out = []
+        for m, c in zip(self.moduli, self.blocks):
+            a = (items[None, :] % m == np.arange(m)[:, None]).astype(np.float64)
+            gap = c.p - c.q
+            s_max = (c.omega * (1 - c.q) ** 2 + (c.m - c.omega) * c.q ** 2) / gap ** 2
+            out.append(LSBlock(a, 1.0 / c.variance_n1, -c.q / gap, (1 - c.q) / gap, c.omega, s_max))
+        return out, self.ridge
+
+    # ----- attacker ------------------------------------------------------------------------------
+    def attack(self, batch, rng):
+        n, k = len(batch), self.k
+        moduli = np.array(self.moduli, dtype=np.int64)
+        omegas = np.array([c.omega for c in self.blocks], dtype=np.int64)
+        j = batch.block
+        col = np.floor(rng.random(n) * omegas[j]).astype(np.int64)
+        r = batch.values[np.arange(n), col]
+        m = moduli[j]
+        size = (k - r + m - 1) // m              # |{x < k : x ≡ r (mod m)}| = ⌈(k − r)/m⌉
+        t = np.floor(rng.random(n) * size).astype(np.int64)
+        return r + t * m
+
+    def closed_form_asr(self, f=None):
+        f = f_or_uniform(self, f)
+        x = np.arange(self.k)
+        total = 0.0
+        for c in self.blocks:
+            sizes = np.bincount(x % c.m, minlength=c.m)
+            total += c.p / c.omega * float(np.sum(f / sizes[x % c.m]))
+        return total / self.ell
+
+    def spec_asr(self):
+        """SPEC §4's approximation ``(1/ℓ) Σ_j p_j / (ω_j ⌈k/m_j⌉)`` (data-independent)."""
+        return float(np.mean([c.p / (c.omega * math.ceil(self.k / c.m)) for c in self.blocks]))
+
+    # ----- evaluation grid -------------------------------------------------------------------------
+    @classmethod
+    def evaluation_params(cls, k, epsilon, options):
+        """Moduli from ``options.mss_moduli`` (``K:a,b,...`` flags) for this k, else the planner
+        (``planner.plan(k, ε, ell=options.mss_ell, max_mse_factor=options.mss_max_mse_factor)``,
+        the shortest message whose predicted MSE is within the factor of SS), memoised in
+        ``options.plan_cache``. The note records the moduli and where they came from."""
+        for text in options.mss_moduli:
+            head, sep, mods = text.partition(":")
+            if not sep:
+                raise ValueError(f"evaluate: --mss-moduli must look like K:a,b,..., got {text!r}")
+            if int(head) == k:
+                moduli = [int(m) for m in mods.split(",") if m.strip()]
+                note = {"moduli": moduli, "source": "--mss-moduli"}
+                return {"k": k, "epsilon": epsilon, "moduli": moduli}, note
+        key = f"{k}:{epsilon:g}:{options.mss_ell}:{options.mss_max_mse_factor:g}"
+        cache = options.plan_cache
+        if key not in cache:
+            import time
+
+            from privfreq.protocols import planner
+            t0 = time.perf_counter()
+            c = planner.plan(k, epsilon, ell=options.mss_ell,
+                             max_mse_factor=options.mss_max_mse_factor, top=1)[0]
+            cache[key] = {"moduli": list(c.moduli), "bits": c.bits,
+                          "mse_ratio_ss": c.mse_ratio_ss, "condition_number": c.condition_number,
+                          "planner_seconds": time.perf_counter() - t0,
+                          "source": f"planner.plan(k, eps, ell={options.mss_ell}, "
+                                    f"max_mse_factor={options.mss_max_mse_factor:g})"}
+        note = cache[key]
+        return {"k": k, "epsilon": epsilon, "moduli": list(note["moduli"])}, note
 
     def output_distribution(self, item):
         """Exact ``P((j, Z) | item)``: ``1/ℓ · P_SS(Z | item mod m_j)``."""
-        from privfreq.protocols.subset_selection import subset_distribution
         out = {}
         for b, c in enumerate(self.blocks):
             for z, pz in subset_distribution(c, item % c.m).items():

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
-                            check_int, register_protocol)
-from privfreq.protocols.estimators import debias, pure_variance
+from privfreq.protocols.attacks import mask_attack
+from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, check_epsilon, check_int,
+                                     register_protocol)
 from privfreq.protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
 from privfreq.protocols.wire import decode_indices, encode_indices, index_width
 
@@ -31,7 +31,7 @@ def _range_start(y: np.ndarray, g: int) -> np.ndarray:
 
 @register_protocol("olh")
 @dataclass(frozen=True)
-class OLH(FrequencyProtocol):
+class OLH(SupportCounting):
     """Optimized Local Hashing (Wang, Blocki, Li, Jha, USENIX Security 2017).
 
     Distribution: the client draws a public seed ``s`` uniformly from ``[0, 2^seed_bits)`` (sent in
@@ -53,7 +53,12 @@ class OLH(FrequencyProtocol):
     the ``O(k)`` counts; ``estimate`` is ``O(k)``.
     Payload: ``y`` as one little-endian index of ``wire.index_width(g)`` bytes (the seed travels in
     its own report field; valid seeds are ``0 <= s < seed_bound() = 2^seed_bits``).
+    Attack: a uniform member of ``{v : H_s(v) = y}`` (uniform over [k] if empty); ASR for an ideal
+    random hash ``p·g·(1−(1−1/g)^k)/k`` (approximate).
     """
+
+    display_name = "OLH"
+    asr_kind = "approx"
 
     k: int
     epsilon: float
@@ -150,13 +155,14 @@ class OLH(FrequencyProtocol):
         acc.n_block[0] += n
         return acc
 
-    def estimate(self, acc: Counts) -> Estimate:
-        n = acc.n
-        f = debias(acc.counts, n, self.p, self.q)
-        return Estimate(f, np.sqrt(self.variance(n, np.clip(f, 0, 1))), {"n": n})
+    def attack(self, batch, rng):
+        items = np.arange(self.k)
+        return mask_attack(self, batch, rng,
+                           lambda sl: self.hash_items(batch.seed[sl], items) == batch.values[sl, :1])
 
-    def variance(self, n, f=None):
-        return pure_variance(self.k, n, self.p, self.q, f)
+    def closed_form_asr(self, f=None):
+        g, k = self.g, self.k
+        return float(self.p * g * -math.expm1(k * math.log1p(-1.0 / g)) / k)
 
     def output_distribution(self, item):
         """Exact ``P((s, y) | item)`` over all ``2^seed_bits · g`` pairs (small seed spaces)."""

@@ -7,9 +7,9 @@ from functools import cached_property
 
 import numpy as np
 
-from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
-                            check_int, register_protocol)
-from privfreq.protocols.estimators import debias, pure_variance
+from privfreq.protocols.attacks import f_or_uniform, mask_attack
+from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, check_epsilon, check_int,
+                                     register_protocol)
 from privfreq.protocols.wire import decode_indices, encode_indices, index_width
 
 __all__ = ["ProjectiveGeometryResponse", "smallest_prime_at_least"]
@@ -118,7 +118,7 @@ class Geometry:
 
 @register_protocol("pgr")
 @dataclass(frozen=True)
-class ProjectiveGeometryResponse(FrequencyProtocol):
+class ProjectiveGeometryResponse(SupportCounting):
     """ProjectiveGeometryResponse (Feldman, Nelson, Nguyen, Talwar, "Private Frequency Estimation
     via Projective Geometry", ICML 2022), exactly as SPEC §3.
 
@@ -139,8 +139,12 @@ class ProjectiveGeometryResponse(FrequencyProtocol):
     members of every S_v is kept as ``naive_support_sums``, the test oracle).
     Variance: ``[r(1−r) + f_v (s−r)(1−s−r)]/(n (s−r)²)``. Payload: the index as a little-endian
     integer of ``wire.index_width(K)`` bytes.
+    Attack: a uniform member of ``S_u ∩ [k]``; exact ASR given f via two support-sum transforms.
     """
 
+    display_name = "PGR"
+    asr_kind = "exact"
+    transient = ("geometry",)
     k: int
     epsilon: float
     q: int = field(init=False, repr=False)
@@ -176,13 +180,8 @@ class ProjectiveGeometryResponse(FrequencyProtocol):
     def geometry(self) -> Geometry:
         return Geometry(self.q, self.t)
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("geometry", None)   # rebuilt lazily on the worker
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
+    def support_probabilities(self):
+        return self.s, self.r
 
     # ----- client ------------------------------------------------------------------------------
     def randomize(self, items, rng):
@@ -247,14 +246,29 @@ class ProjectiveGeometryResponse(FrequencyProtocol):
                              f"got K = {self.K}")
         return acc.counts[self.geometry.support_members()[:self.k]].sum(axis=1)
 
-    def estimate(self, acc: Counts) -> Estimate:
-        n = acc.n
-        f = debias(self.support_sums(acc), n, self.s, self.r)
-        return Estimate(f, np.sqrt(self.variance(n, np.clip(f, 0, 1))),
-                        {"n": n, "q": self.q, "t": self.t, "K": self.K})
+    def support_counts(self, acc: Counts) -> np.ndarray:
+        return self.support_sums(acc)
 
-    def variance(self, n, f=None):
-        return pure_variance(self.k, n, self.s, self.r, f)
+    def diagnostics(self):
+        return {"q": self.q, "t": self.t, "K": self.K}
+
+    def attack(self, batch, rng):
+        geo = self.geometry
+        d = geo.digits(np.arange(self.k)).astype(np.float64)     # [k, t]; dot products < q²t
+        u = geo.digits(batch.values[:, 0]).astype(np.float64)    # exact in float64
+        return mask_attack(self, batch, rng, lambda sl: np.fmod(u[sl] @ d.T, self.q) == 0)
+
+    def closed_form_asr(self, f=None):
+        f = f_or_uniform(self, f)
+        geo = self.geometry
+        ind = np.zeros(self.K)
+        ind[:self.k] = 1.0
+        cnt = np.rint(geo.support_sums(ind))              # |S_u ∩ [k]| for every output u
+        g = np.divide(1.0, cnt, out=np.zeros_like(cnt), where=cnt > 0)
+        inside = geo.support_sums(g)[:self.k]             # Σ_{u ∈ S_x} 1/|S_u ∩ [k]|
+        e = math.exp(self.epsilon)
+        empty = float((cnt == 0).sum())
+        return float(e * self.P * np.sum(f * inside) + self.P * empty / self.k)
 
     def output_distribution(self, item):
         """Exact ``P(u | item)`` over ``[K]``."""

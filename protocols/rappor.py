@@ -11,8 +11,10 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.linalg import lsmr
 
-from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, ReportBatch, check_epsilon,
-                            check_int, register_protocol)
+from privfreq.protocols.attacks import chunked, pick_uniform
+from privfreq.protocols.base import (DENSE_LIMIT, Counts, Estimate, ReportBatch, check_epsilon,
+                                     check_int, register_protocol)
+from privfreq.protocols.least_squares import LeastSquaresDecoder, LSBlock
 from privfreq.protocols.postprocess import project_simplex
 from privfreq.protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
 from privfreq.protocols.unary_encoding import check_packed
@@ -21,8 +23,6 @@ __all__ = ["RAPPOR", "RapporClient"]
 
 # Bloom bits materialised at once in randomize/add_reports (one float64 per bit: 32 MiB).
 CHUNK_ELEMENTS = 1 << 22
-# Largest k for the dense k×k covariance (standard errors, variance()); beyond it stderr is NaN.
-DENSE_LIMIT = 4096
 # output_distribution enumerates 2^bloom_bits bit vectors per cohort.
 ENUMERATION_LIMIT_BITS = 12
 LSMR_TOL = 1e-10
@@ -40,7 +40,7 @@ def _check_prob(name: str, value) -> float:
 
 @register_protocol("rappor")
 @dataclass(frozen=True)
-class RAPPOR(FrequencyProtocol):
+class RAPPOR(LeastSquaresDecoder):
     """RAPPOR (Erlingsson, Pihur, Korolova, "RAPPOR: Randomized Aggregatable Privacy-Preserving
     Ordinal Response", CCS 2014), decoded over the candidate set ``[k]``.
 
@@ -69,7 +69,15 @@ class RAPPOR(FrequencyProtocol):
     Variance and standard errors (``covariance_diagonal``): exact against the population's own
     frequencies, the report noise plus the users' random split among cohorts (SPEC §2's split
     term); dense, k <= DENSE_LIMIT, else NaN.
+
+    Attack: the MAP item (most of x's Bloom bits set in the report, ties uniform); no closed form.
+    ``epsilon`` is the permanent-response bound ε∞ (one report is only ε1-LDP), so its ASR is not
+    comparable with the other protocols' at equal ε.
     """
+
+    display_name = "RAPPOR"
+    comparable_asr = False
+    transient = ("bloom", "design")
 
     k: int
     epsilon: float
@@ -136,15 +144,6 @@ class RAPPOR(FrequencyProtocol):
         x.data[:] = 1.0           # two hashes on one bit set it once
         return x
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("bloom", None)  # rebuilt lazily on the worker
-        state.pop("design", None)
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-
     def bloom_bits_of(self, cohort, items) -> np.ndarray:
         """Unpacked Bloom filters ``bool[n, b]`` of items in their cohorts."""
         n = len(items)
@@ -197,6 +196,10 @@ class RAPPOR(FrequencyProtocol):
     def information_bits(self):
         """``⌈log2 C⌉ + b``: cohort and Bloom bits."""
         return math.ceil(math.log2(self.cohorts)) + self.bloom_bits
+
+    @property
+    def values_width(self):
+        return (self.bloom_bits + 7) // 8
 
     # ----- server ------------------------------------------------------------------------------
     def count_shape(self):
@@ -277,12 +280,48 @@ class RAPPOR(FrequencyProtocol):
         return Estimate(f_hat, se, {"n": n, "lsmr_istop": int(istop), "lsmr_iterations":
                                         int(itn), "epsilon_one": self.epsilon_one, "f": self.f})
 
-    def variance(self, n, f=None):
-        """Per-item variance at ``N_c = n/C`` (``covariance_diagonal``); ``f=None``: uniform f."""
-        if n == 0:
-            return np.full(self.k, np.inf)
-        f = np.full(self.k, 1.0 / self.k) if f is None else np.asarray(f, dtype=np.float64)
-        return self.covariance_diagonal(np.full(self.cohorts, n / self.cohorts), f)
+    def least_squares_blocks(self):
+        """Cohort c: rows c·b .. c·b + b − 1 of the Bloom design, ``w_c = N_c``."""
+        gain = (1 - self.f) * (self.q - self.p)
+        low, high = -self.p_star / gain, (1 - self.p_star) / gain
+        x = self.design.toarray()
+        b = self.bloom_bits
+        return [LSBlock(x[c * b:(c + 1) * b], 1.0, low, high, None, b * max(low ** 2, high ** 2))
+                for c in range(self.cohorts)], 0.0
+
+    @classmethod
+    def evaluation_params(cls, k, epsilon, options):
+        """The defaults (128 bits × 16 cohorts) identify only k <= 2048: the cohorts scale so that
+        cohorts·bloom_bits >= k (a power of 2, as in the RAPPOR paper's deployments)."""
+        return {"k": k, "epsilon": epsilon,
+                "cohorts": max(16, 1 << math.ceil(math.log2(math.ceil(k / 128))))}, None
+
+    def attack(self, batch, rng):
+        """MAP: bits are independent given x with P(S_i=1) = q* on x's Bloom bits and p*
+        elsewhere, so the log-likelihood is ``a·ones + b·zeros`` over x's distinct Bloom bits,
+        a = log(q*/p*), b = log((1−q*)/(1−p*))."""
+        bloom = self.bloom                           # [C, k, h]
+        k, h = self.k, self.hashes
+        qs, ps = self.q_star, self.p_star
+        a, b = math.log(qs / ps), math.log((1 - qs) / (1 - ps))
+        # Distinct-bit flags per (cohort, item, hash): hash i counts unless an earlier hash hit it.
+        distinct = np.ones(bloom.shape, dtype=bool)
+        for i in range(1, h):
+            distinct[:, :, i] = ~(bloom[:, :, :i] == bloom[:, :, i:i + 1]).any(axis=2)
+        n = len(batch)
+        out = np.empty(n, dtype=np.int64)
+        for sl in chunked(n, k * h):
+            bits = np.unpackbits(batch.values[sl], axis=1, count=self.bloom_bits,
+                                 bitorder="little").astype(bool)
+            c = batch.block[sl]
+            rows = np.arange(len(bits))[:, None, None]
+            s = bits[rows, bloom[c]] & distinct[c]                    # [rows, k, h]
+            ones = s.sum(axis=2)
+            size = distinct[c].sum(axis=2)
+            score = a * ones + b * (size - ones)
+            best = np.isclose(score, score.max(axis=1, keepdims=True), rtol=0, atol=1e-9)
+            out[sl] = pick_uniform(best, rng)
+        return out
 
     def output_distribution(self, item, stage: str = "report"):
         """Exact distribution of ``(cohort, bits)`` given the item.

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, Reason, ReportBatch,
-                            check_epsilon, check_int, register_protocol)
-from privfreq.protocols.estimators import debias, pure_variance
+from privfreq.protocols.attacks import mask_attack
+from privfreq.protocols.base import (Counts, Reason, ReportBatch, SupportCounting, check_epsilon,
+                                     check_int, register_protocol)
 
 __all__ = ["OUE", "SUE", "UnaryEncoding", "CHUNK_ELEMENTS"]
 
@@ -72,8 +72,15 @@ def check_packed(raw: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class UnaryEncoding(FrequencyProtocol):
-    """Shared machinery of OUE and SUE; subclasses set ``p`` and ``q`` (see their docstrings)."""
+class UnaryEncoding(SupportCounting):
+    """Shared machinery of OUE and SUE; subclasses set ``p`` and ``q`` (see their docstrings).
+
+    Attack: a uniform index among the report's 1-bits (uniform over [k] if none); exact ASR
+    ``p·(1−(1−q)^k)/(k q) + (1−p)(1−q)^{k−1}/k`` (from ``E[1/(1+B)] = (1−(1−q)^k)/(kq)``,
+    ``B ~ Bin(k−1, q)``).
+    """
+
+    asr_kind = "exact"
 
     k: int
     epsilon: float
@@ -111,6 +118,10 @@ class UnaryEncoding(FrequencyProtocol):
     def information_bits(self):
         return self.k
 
+    @property
+    def values_width(self):
+        return (self.k + 7) // 8
+
     # ----- server ------------------------------------------------------------------------------
     def count_shape(self):
         return (self.k,)
@@ -120,13 +131,14 @@ class UnaryEncoding(FrequencyProtocol):
         acc.n_block[0] += len(batch)
         return acc
 
-    def estimate(self, acc: Counts) -> Estimate:
-        n = acc.n
-        f = debias(acc.counts, n, self.p, self.q)
-        return Estimate(f, np.sqrt(self.variance(n, np.clip(f, 0, 1))), {"n": n})
+    def attack(self, batch, rng):
+        return mask_attack(self, batch, rng, lambda sl: np.unpackbits(
+            batch.values[sl], axis=1, count=self.k, bitorder="little").astype(bool))
 
-    def variance(self, n, f=None):
-        return pure_variance(self.k, n, self.p, self.q, f)
+    def closed_form_asr(self, f=None):
+        k, p, q = self.k, self.p, self.q
+        return float(p * -math.expm1(k * math.log1p(-q)) / (k * q)
+                     + (1 - p) * math.exp((k - 1) * math.log1p(-q)) / k)
 
     def output_distribution(self, item):
         """Exact ``P(bits | item)`` over all ``2^k`` bit vectors (keys: tuples of 0/1)."""
@@ -157,6 +169,8 @@ class OUE(UnaryEncoding):
     ``i % 8`` (LSB first) of byte ``i // 8``; the padding bits must be zero.
     """
 
+    display_name = "OUE"
+
     def _pq(self, e):
         return 0.5, 1.0 / (math.exp(e) + 1.0)
 
@@ -173,6 +187,8 @@ class SUE(UnaryEncoding):
     Variance: ``[q(1−q) + f_x (p−q)(1−p−q)]/(n (p−q)²)``; at ``f_x = 0``
     ``e^{ε/2}/(n (e^{ε/2}−1)²)``. Payload: the packed k-bit vector, as for OUE.
     """
+
+    display_name = "SUE"
 
     def _pq(self, e):
         h = math.exp(e / 2)

@@ -141,9 +141,8 @@ class CellAnalytics(beam.DoFn):
                 out[f"{name}_note"] = str(e)[:200]
         out["analytic_seconds"] = time.perf_counter() - t0
         out["asr_closed_form"] = attacks.closed_form_asr(protocol, pop)
-        out["asr_closed_form_kind"] = attacks.closed_form_kind(pid)
-        out["asr_spec_approx"] = (attacks.mss_asr_approx(protocol) if pid == "mss"
-                                  else out["asr_closed_form"])
+        out["asr_closed_form_kind"] = attacks.closed_form_kind(protocol)
+        out["asr_spec_approx"] = protocol.spec_asr()
         yield cell_key(spec), out
 
 

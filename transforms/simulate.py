@@ -18,22 +18,11 @@ __all__ = ["SHARD_SIZE", "Distribution", "SimulateReports", "batch_rows"]
 # to keep a few workers busy, while each shard is ~0.1-1 s of numpy work, so the ~5 µs per-element
 # Beam cost is invisible.
 SHARD_SIZE = 1 << 18
-# Memory bound of one ReportBatch's values: 16 MiB (2^21 int64 entries) keeps a batch cheap to
-# pickle between stages and bounds peak memory per worker thread whatever ω is.
-BATCH_ENTRIES = 1 << 21
-# Also the report-file reading batch (pipelines/aggregate.py): per batch, reading + validation cost
-# ~30 numpy calls (~0.1 ms), so 2^16 rows make that < 5% at GRR's ~20 ns/report. Measured at 10^7
-# GRR reports (benchmarks/ingest.py files, 2 threads): 2^16 rows 0.87 s (Parquet) / 1.04 s (Avro),
-# 2^13 rows 1.04 / 1.33 s (per-batch overhead), 2^18 rows 0.90 / 1.32 s (cache misses, fewer
-# parallel batches). Kept.
-MAX_BATCH_ROWS = 1 << 16
 
 
 def batch_rows(config: CollectionConfig) -> int:
-    """Reports per batch for this config: as many as fit BATCH_ENTRIES values, at most 65 536."""
-    p = config.protocol
-    width = p.randomize(np.zeros(1, dtype=np.int64), np.random.default_rng(0)).values.shape[1]
-    return int(max(1024, min(MAX_BATCH_ROWS, BATCH_ENTRIES // max(1, width))))
+    """Reports per batch for this config (``FrequencyProtocol.batch_rows``)."""
+    return config.protocol.batch_rows
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,18 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from privfreq.pipelines import cli, evaluate
+from privfreq.pipelines import evaluate
+from privfreq.protocols.config import CollectionConfig
+from privfreq.transforms.simulate import Distribution
 
 
-def test_registered_in_cli():
-    assert cli.SUBCOMMANDS["evaluate"][0] == "privfreq.pipelines.evaluate"
+def _mse_tolerance(cell) -> float:
+    """Relative sd of the cell's mean MSE over T trials, from the analytic per-item variances
+    σ_x² = variance(n, f): a trial's MSE is ``Σ_x e_x²/k`` with ``Var ≈ 2Σσ_x⁴/k²`` (Gaussian
+    errors, cross-item correlations neglected), so ``sd/mean = sqrt(2Σσ⁴/(T (Σσ²)²))``."""
+    proto = CollectionConfig(cell["protocol"], json.loads(cell["params"])).protocol
+    v = proto.variance(cell["n"], Distribution.parse(cell["distribution"]).probabilities(cell["k"]))
+    return math.sqrt(2 * np.sum(v ** 2) / (cell["trials"] * np.sum(v) ** 2))
 
 
 def test_tiny_grid_end_to_end(tmp_path):
@@ -31,8 +38,9 @@ def test_tiny_grid_end_to_end(tmp_path):
         assert c["mse_simplex_projection_mean"] <= c["mse_raw_mean"] * (1 + 1e-12)
         assert c["simplex_projection_not_worse_frac"] == 1.0
         assert math.isfinite(c["mse_predicted"]) and c["mse_predicted"] > 0
-        # the analytic MSE at f is the right order of magnitude (3 trials: loose)
-        assert 0.2 < c["mse_raw_mean"] / c["mse_predicted_f"] < 5
+        # the measured MSE agrees with the analytic MSE at f within 5 sd (false failure ~6e-7
+        # per cell for Gaussian errors; the fixed seeds make the run deterministic)
+        assert abs(c["mse_raw_mean"] / c["mse_predicted_f"] - 1) < 5 * _mse_tolerance(c), c
         assert 0 <= c["asr_empirical"] <= 1 and 0 < c["asr_closed_form"] < 1
         assert c["information_bits"] > 0 and c["payload_bits"] >= 8
         assert c["decode_seconds_median"] >= 0 and c["client_us_per_report_mean"] > 0

@@ -1,6 +1,6 @@
 """Client samplers at speed and baselines at k = 2^20 (issue 5, "Throughput at scale").
 
-* Both SS sampler strategies of protocols/subset_selection.py (sort and bitmap), each forced, tiny
+* Both SS sampler strategies of protocols/ss_sampler.py (sort and bitmap), each forced, tiny
   chunks included, match the exact P(Z | r) of SPEC §1, alone and inside MSS (block by block, each
   block's rows written in place, or in one pass with per-row moduli when all ω are equal), and the
   ω = 1 path too.
@@ -24,13 +24,14 @@ import pytest
 
 from _baseline_contract import CHI2_ALPHA, assert_sampler_matches
 import privfreq.protocols.olh as olh_mod
-import privfreq.protocols.subset_selection as ss_mod
+import privfreq.protocols.ss_sampler as ss_mod
 from privfreq.protocols.audit import clopper_pearson
 from privfreq.protocols.grr import GRR
 from privfreq.protocols.hadamard import HadamardResponse
 from privfreq.protocols.mss import ModularSubsetSelection as MSS
 from privfreq.protocols.olh import OLH
-from privfreq.protocols.subset_selection import SubsetSelection, sample_subsets, ss_constants
+from privfreq.protocols.ss_sampler import sample_subsets
+from privfreq.protocols.subset_selection import SubsetSelection, ss_constants
 
 K_BIG = 1 << 20
 BIT_GENERATORS = {"pcg64": np.random.PCG64, "mt19937": np.random.MT19937,

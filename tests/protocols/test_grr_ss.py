@@ -8,7 +8,8 @@ from _baseline_contract import (assert_exact_privacy, assert_merge_contract, ass
                                 assert_unbiased_and_variance, assert_wire_round_trip)
 from privfreq.protocols.base import Reason
 from privfreq.protocols.grr import GRR
-from privfreq.protocols.subset_selection import SubsetSelection, sample_subsets, ss_constants
+from privfreq.protocols.ss_sampler import sample_subsets
+from privfreq.protocols.subset_selection import SubsetSelection, ss_constants
 
 COUNTS = np.array([500, 300, 200, 120, 80, 50, 30, 20, 0, 0, 0, 0, 0, 0, 0, 0])
 
