@@ -8,14 +8,14 @@ import numpy as np
 
 from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, check_epsilon, check_int,
                                      register_protocol)
-from privfreq.protocols.wire import decode_indices, encode_indices, index_width
+from privfreq.protocols.wire import IndexHistogram
 
 __all__ = ["GRR"]
 
 
 @register_protocol("grr")
 @dataclass(frozen=True)
-class GRR(SupportCounting):
+class GRR(IndexHistogram, SupportCounting):
     """k-ary randomized response (Warner 1965; Kairouz, Bonawitz, Ramage 2016).
 
     Distribution: report ``y = x`` w.p. ``p = e^ε/(e^ε+k−1)``, else a uniform other value, each
@@ -50,25 +50,12 @@ class GRR(SupportCounting):
         y = np.where(keep, x, other)
         return ReportBatch(np.zeros(n, np.int64), np.zeros(n, np.int64), y[:, None])
 
-    def payload_width(self, block):
-        return index_width(self.k)
-
-    def encode_payloads(self, block, values):
-        return encode_indices(values, self.k)
-
-    def decode_payloads(self, block, raw):
-        return decode_indices(raw, self.k, 1, distinct=False)
+    @property
+    def output_size(self):
+        return self.k
 
     def information_bits(self):
         return math.ceil(math.log2(self.k))
-
-    def count_shape(self):
-        return (self.k,)
-
-    def add_reports(self, acc: Counts, batch: ReportBatch) -> Counts:
-        acc.counts += np.bincount(batch.values[:, 0], minlength=self.k)
-        acc.n_block[0] += len(batch)
-        return acc
 
     def attack(self, batch, rng):
         return batch.values[:, 0].astype(np.int64, copy=True)

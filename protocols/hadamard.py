@@ -9,7 +9,7 @@ import numpy as np
 from privfreq.protocols.attacks import chunked, f_or_uniform, fill_uniform, pick_uniform
 from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, check_epsilon, check_int,
                                      register_protocol)
-from privfreq.protocols.wire import decode_indices, encode_indices, index_width
+from privfreq.protocols.wire import IndexHistogram
 
 __all__ = ["HadamardResponse", "fwht"]
 
@@ -46,7 +46,7 @@ def _parity(v: np.ndarray) -> np.ndarray:
 
 @register_protocol("hr")
 @dataclass(frozen=True)
-class HadamardResponse(SupportCounting):
+class HadamardResponse(IndexHistogram, SupportCounting):
     """Hadamard Response (Acharya, Sun, Zhang, "Hadamard Response: Estimating Distributions
     Privately, Efficiently, and with Little Communication", AISTATS 2019), general-ε version.
 
@@ -146,27 +146,10 @@ class HadamardResponse(SupportCounting):
         return ReportBatch(np.zeros(n, np.int64), np.zeros(n, np.int64), y[:, None])
 
     # ----- wire --------------------------------------------------------------------------------
-    def payload_width(self, block):
-        return index_width(self.output_size)
-
-    def encode_payloads(self, block, values):
-        return encode_indices(values, self.output_size)
-
-    def decode_payloads(self, block, raw):
-        return decode_indices(raw, self.output_size, 1, distinct=False)
-
     def information_bits(self):
         return math.log2(self.output_size)
 
     # ----- server ------------------------------------------------------------------------------
-    def count_shape(self):
-        return (self.output_size,)
-
-    def add_reports(self, acc: Counts, batch: ReportBatch) -> Counts:
-        acc.counts += np.bincount(batch.values[:, 0], minlength=self.output_size)
-        acc.n_block[0] += len(batch)
-        return acc
-
     def transformed(self, acc: Counts) -> np.ndarray:
         """``Ĥ_{j(x)}[r(x)]`` for every item x (int64[k]), via one FWHT per block."""
         spec = fwht(acc.counts.reshape(self.blocks, self.n_hadamard))

@@ -10,7 +10,7 @@ from privfreq.protocols.attacks import mask_attack
 from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, check_epsilon, check_int,
                                      register_protocol)
 from privfreq.protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
-from privfreq.protocols.wire import decode_indices, encode_indices, index_width
+from privfreq.protocols.wire import IndexPayload
 
 __all__ = ["OLH"]
 
@@ -31,7 +31,7 @@ def _range_start(y: np.ndarray, g: int) -> np.ndarray:
 
 @register_protocol("olh")
 @dataclass(frozen=True)
-class OLH(SupportCounting):
+class OLH(IndexPayload, SupportCounting):
     """Optimized Local Hashing (Wang, Blocki, Li, Jha, USENIX Security 2017).
 
     Distribution: the client draws a public seed ``s`` uniformly from ``[0, 2^seed_bits)`` (sent in
@@ -105,14 +105,9 @@ class OLH(SupportCounting):
         return ReportBatch(np.zeros(n, np.int64), seeds, y[:, None])
 
     # ----- wire --------------------------------------------------------------------------------
-    def payload_width(self, block):
-        return index_width(self.g)
-
-    def encode_payloads(self, block, values):
-        return encode_indices(values, self.g)
-
-    def decode_payloads(self, block, raw):
-        return decode_indices(raw, self.g, 1, distinct=False)
+    @property
+    def output_size(self):
+        return self.g
 
     def information_bits(self):
         """Seed plus hashed value: ``seed_bits + ⌈log2 g⌉``."""

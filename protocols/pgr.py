@@ -10,7 +10,7 @@ import numpy as np
 from privfreq.protocols.attacks import f_or_uniform, mask_attack
 from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, check_epsilon, check_int,
                                      register_protocol)
-from privfreq.protocols.wire import decode_indices, encode_indices, index_width
+from privfreq.protocols.wire import IndexHistogram
 
 __all__ = ["ProjectiveGeometryResponse", "smallest_prime_at_least"]
 
@@ -118,7 +118,7 @@ class Geometry:
 
 @register_protocol("pgr")
 @dataclass(frozen=True)
-class ProjectiveGeometryResponse(SupportCounting):
+class ProjectiveGeometryResponse(IndexHistogram, SupportCounting):
     """ProjectiveGeometryResponse (Feldman, Nelson, Nguyen, Talwar, "Private Frequency Estimation
     via Projective Geometry", ICML 2022), exactly as SPEC §3.
 
@@ -214,27 +214,14 @@ class ProjectiveGeometryResponse(SupportCounting):
         return ReportBatch(np.zeros(n, np.int64), np.zeros(n, np.int64), y[:, None])
 
     # ----- wire --------------------------------------------------------------------------------
-    def payload_width(self, block):
-        return index_width(self.K)
-
-    def encode_payloads(self, block, values):
-        return encode_indices(values, self.K)
-
-    def decode_payloads(self, block, raw):
-        return decode_indices(raw, self.K, 1, distinct=False)
+    @property
+    def output_size(self):
+        return self.K
 
     def information_bits(self):
         return math.ceil(math.log2(self.K))
 
     # ----- server ------------------------------------------------------------------------------
-    def count_shape(self):
-        return (self.K,)
-
-    def add_reports(self, acc: Counts, batch: ReportBatch) -> Counts:
-        acc.counts += np.bincount(batch.values[:, 0], minlength=self.K)
-        acc.n_block[0] += len(batch)
-        return acc
-
     def support_sums(self, acc: Counts) -> np.ndarray:
         """``T[v]`` for the k real items (exact integers, from the fast decoder)."""
         return np.rint(self.geometry.support_sums(acc.counts)[:self.k]).astype(np.int64)

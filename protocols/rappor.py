@@ -17,7 +17,7 @@ from privfreq.protocols.base import (DENSE_LIMIT, Counts, Estimate, ReportBatch,
 from privfreq.protocols.least_squares import LeastSquaresDecoder, LSBlock
 from privfreq.protocols.postprocess import project_simplex
 from privfreq.protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
-from privfreq.protocols.unary_encoding import check_packed
+from privfreq.protocols.wire import PackedBitsPayload
 
 __all__ = ["RAPPOR", "RapporClient"]
 
@@ -40,7 +40,7 @@ def _check_prob(name: str, value) -> float:
 
 @register_protocol("rappor")
 @dataclass(frozen=True)
-class RAPPOR(LeastSquaresDecoder):
+class RAPPOR(PackedBitsPayload, LeastSquaresDecoder):
     """RAPPOR (Erlingsson, Pihur, Korolova, "RAPPOR: Randomized Aggregatable Privacy-Preserving
     Ordinal Response", CCS 2014), decoded over the candidate set ``[k]``.
 
@@ -184,22 +184,13 @@ class RAPPOR(LeastSquaresDecoder):
         return ReportBatch(cohort, np.zeros(n, np.int64), values)
 
     # ----- wire --------------------------------------------------------------------------------
-    def payload_width(self, block):
-        return (self.bloom_bits + 7) // 8
-
-    def encode_payloads(self, block, values):
-        return np.ascontiguousarray(values, dtype=np.uint8)
-
-    def decode_payloads(self, block, raw):
-        return check_packed(raw, self.bloom_bits)
-
     def information_bits(self):
         """``⌈log2 C⌉ + b``: cohort and Bloom bits."""
         return math.ceil(math.log2(self.cohorts)) + self.bloom_bits
 
     @property
-    def values_width(self):
-        return (self.bloom_bits + 7) // 8
+    def packed_bits(self):
+        return self.bloom_bits
 
     # ----- server ------------------------------------------------------------------------------
     def count_shape(self):

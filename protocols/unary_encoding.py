@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from privfreq.protocols.attacks import mask_attack
-from privfreq.protocols.base import (Counts, Reason, ReportBatch, SupportCounting, check_epsilon,
-                                     check_int, register_protocol)
+from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, check_epsilon, check_int,
+                                     register_protocol)
+from privfreq.protocols.wire import PackedBitsPayload
 
 __all__ = ["OUE", "SUE", "UnaryEncoding", "CHUNK_ELEMENTS"]
 
@@ -54,25 +55,8 @@ def count_bits(packed: np.ndarray, k: int) -> np.ndarray:
     return total
 
 
-def check_packed(raw: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``uint8[n, ceil(k/8)]`` bit-vector payloads: the unused high bits of the last
-    byte must be zero (``Reason.BAD_PADDING``); rows of another width are ``Reason.BAD_LENGTH``.
-    Returns (copy of the rows, reason per row)."""
-    raw = np.array(raw, dtype=np.uint8, copy=True, ndmin=2)
-    width = (k + 7) // 8
-    reason = np.zeros(len(raw), dtype=np.int64)
-    if raw.shape[1] != width:
-        reason[:] = Reason.BAD_LENGTH
-        return np.zeros((len(raw), width), dtype=np.uint8), reason
-    pad = k % 8
-    if pad:
-        mask = np.uint8((0xFF << pad) & 0xFF)
-        reason[(raw[:, -1] & mask) != 0] = Reason.BAD_PADDING
-    return raw, reason
-
-
 @dataclass(frozen=True)
-class UnaryEncoding(SupportCounting):
+class UnaryEncoding(PackedBitsPayload, SupportCounting):
     """Shared machinery of OUE and SUE; subclasses set ``p`` and ``q`` (see their docstrings).
 
     Attack: a uniform index among the report's 1-bits (uniform over [k] if none); exact ASR
@@ -106,21 +90,12 @@ class UnaryEncoding(SupportCounting):
                            randomize_bits(x, self.k, self.p, self.q, rng))
 
     # ----- wire --------------------------------------------------------------------------------
-    def payload_width(self, block):
-        return (self.k + 7) // 8
-
-    def encode_payloads(self, block, values):
-        return np.ascontiguousarray(values, dtype=np.uint8)
-
-    def decode_payloads(self, block, raw):
-        return check_packed(raw, self.k)
-
     def information_bits(self):
         return self.k
 
     @property
-    def values_width(self):
-        return (self.k + 7) // 8
+    def packed_bits(self):
+        return self.k
 
     # ----- server ------------------------------------------------------------------------------
     def count_shape(self):

@@ -16,6 +16,10 @@ import numpy as np
 from privfreq.protocols.base import Reason
 
 __all__ = [
+    "check_packed",
+    "IndexHistogram",
+    "IndexPayload",
+    "PackedBitsPayload",
     "decode_bitmap",
     "decode_indices",
     "encode_bitmap",
@@ -147,3 +151,68 @@ def decode_bitmap(raw: np.ndarray, m: int, w: int,
             pos -= base
             values[lo:hi, :w][g] = pos
     return values, reason
+
+
+
+def check_packed(raw: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``uint8[n, ceil(k/8)]`` bit-vector payloads: the unused high bits of the last
+    byte must be zero (``Reason.BAD_PADDING``); rows of another width are ``Reason.BAD_LENGTH``.
+    Returns (copy of the rows, reason per row)."""
+    raw = np.array(raw, dtype=np.uint8, copy=True, ndmin=2)
+    width = (k + 7) // 8
+    reason = np.zeros(len(raw), dtype=np.int64)
+    if raw.shape[1] != width:
+        reason[:] = Reason.BAD_LENGTH
+        return np.zeros((len(raw), width), dtype=np.uint8), reason
+    pad = k % 8
+    if pad:
+        mask = np.uint8((0xFF << pad) & 0xFF)
+        reason[(raw[:, -1] & mask) != 0] = Reason.BAD_PADDING
+    return raw, reason
+
+class IndexPayload:
+    """Mixin: one report is one index ``y ∈ [output_size)`` (``values[:, 0]``), sent as a
+    little-endian integer of ``index_width(output_size)`` bytes."""
+
+    output_size: int
+
+    def payload_width(self, block):
+        return index_width(self.output_size)
+
+    def encode_payloads(self, block, values):
+        return encode_indices(values, self.output_size)
+
+    def decode_payloads(self, block, raw):
+        return decode_indices(raw, self.output_size, 1, distinct=False)
+
+
+class IndexHistogram(IndexPayload):
+    """Mixin: an ``IndexPayload`` protocol whose sufficient statistic is the histogram of y."""
+
+    def count_shape(self):
+        return (self.output_size,)
+
+    def add_reports(self, acc, batch):
+        acc.counts += np.bincount(batch.values[:, 0], minlength=self.output_size)
+        acc.n_block[0] += len(batch)
+        return acc
+
+
+class PackedBitsPayload:
+    """Mixin: one report is ``packed_bits`` bits, packed LSB first (``uint8[n, ceil(bits/8)]``);
+    the padding bits of the last byte must be zero."""
+
+    packed_bits: int
+
+    @property
+    def values_width(self):
+        return (self.packed_bits + 7) // 8
+
+    def payload_width(self, block):
+        return (self.packed_bits + 7) // 8
+
+    def encode_payloads(self, block, values):
+        return np.ascontiguousarray(values, dtype=np.uint8)
+
+    def decode_payloads(self, block, raw):
+        return check_packed(raw, self.packed_bits)
