@@ -1,12 +1,15 @@
-"""The end-to-end demo behind ``make demo``: MSS, k = 1024, n = 10^6, Zipf items.
+"""The end-to-end demo behind ``make demo``: MSS, k = 1024, n = 10^6, Zipf items (``--k``, ``--n``,
+``--epsilon``, ``--distribution`` change them; a test runs it at k = 64, n = 5000).
 
-    python -m pipelines.demo --output out/demo
+    python -m privfreq.pipelines.demo --output out/demo
+    privfreq demo --output out/demo
 
 1. plans MSS moduli (``protocols.planner.plan``, ℓ = 2) and writes ``OUT/config.json``;
 2. ``simulate``: 10^6 Zipf items randomized inside a Beam pipeline → ``OUT/simulate/``;
 3. the same multiset of items (rebuilt from the simulation's true counts, shuffled) is written to
    ``OUT/items.parquet``, randomized client-side by ``encode`` → ``OUT/reports.avro``, and
-   aggregated by the Beam job ``aggregate`` → ``OUT/aggregate/``;
+   aggregated by the Beam job ``aggregate`` → ``OUT/aggregate/``; both output directories hold
+   ``estimates.parquet``, ``summary.json`` and ``estimates.png``;
 4. prints, for both runs, the top-10 items (true, estimate ± 2 stderr) and measured vs predicted MSE.
 """
 from __future__ import annotations

@@ -1,4 +1,12 @@
-"""Avro schemas of the wire formats, their loaders, and the Parquet schema of the estimates.
+"""Avro schemas of the wire formats, their loaders, and the Parquet schemas of reports and
+estimates; the submodules hold their vectorized codecs. Beam-free (numpy, pyarrow, fastavro), so a
+client or gateway uses them without Beam:
+
+* ``schemas.columns``: :class:`ReportColumns`, a batch of reports as numpy columns (what readers
+  produce and ``transforms.parse`` validates);
+* ``schemas.avro``: Avro container writer (vectorized) and byte-range reader, varints;
+* ``schemas.parquet``: Parquet writer and row-group-range reader;
+* ``schemas.files``: writing a local file whole or not at all.
 
 Files (package data, version 1):
 
@@ -30,7 +38,8 @@ GRR sends one index of ``[k]``; SS sends its ω-subset of ``[k]``; MSS sends the
 
 **Evolution rule** (dp_accounting-style): fields are only ever *added*, with a default, so old
 readers and old files keep working; a field is never removed, renamed or retyped, and the meaning
-of an existing field never changes. ``tests/transforms/test_schemas.py`` pins the version-1 fields.
+of an existing field never changes. ``tests/transforms/test_transforms_schemas.py`` pins the
+version-1 fields.
 """
 from __future__ import annotations
 
@@ -89,7 +98,7 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 # The version-1 report fields: what the batch writers (``encode``, dead-letter raw records, the
-# vectorized Avro layout of transforms/avro_batches.py) write. Fields added later are optional.
+# vectorized Avro layout of schemas/avro.py) write. Fields added later are optional.
 REPORT_V1_FIELDS = ("config_fingerprint", "protocol", "block", "seed", "payload")
 
 
