@@ -51,7 +51,9 @@ __all__ = [
     "register_protocol",
 ]
 
-# Largest k for dense k×k linear algebra (covariances, influence bounds): ~1 s per factorisation.
+# Largest k for dense k×k linear algebra (covariances, influence bounds): a k×k Cholesky at 4096
+# takes ~1 s and 128 MiB; beyond it MSS uses stochastic estimates with CG solves (O(k·ℓ) per
+# iteration) and RAPPOR's standard errors are NaN.
 DENSE_LIMIT = 4096
 # Memory bound of one ReportBatch's values: 16 MiB (2^21 int64 entries) keeps a batch cheap to
 # pickle between stages and bounds peak memory per worker thread whatever the report width is.

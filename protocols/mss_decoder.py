@@ -17,7 +17,7 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, lsmr
 
-from privfreq.protocols.base import Counts, Estimate
+from privfreq.protocols.base import DENSE_LIMIT, Counts, Estimate
 from privfreq.protocols.postprocess import project_simplex
 
 __all__ = [
@@ -41,9 +41,6 @@ __all__ = [
     "trace_inverse",
 ]
 
-# Largest k for which covariances are computed densely: a k×k Cholesky at 4096 takes ~1 s and
-# 128 MiB; beyond it, stochastic estimates with CG solves cost O(k·ℓ) per iteration instead.
-DENSE_LIMIT = 4096
 # Probes of the stochastic (Hutchinson / Bekas) estimators: relative error of the trace is about
 # sqrt(2/PROBES)·(off-diagonal mass of M^{-1}), which is small because M is well conditioned.
 PROBES = 32

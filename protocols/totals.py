@@ -23,7 +23,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import BinaryIO, Iterable
 
 import numpy as np
 
@@ -143,10 +143,3 @@ def merge(items: Iterable[Totals]) -> Totals:
     for t in items[1:]:
         acc.merge_in(t.counts)
     return Totals(first.config, acc).check()
-
-
-def describe(totals: Totals) -> dict[str, Any]:
-    """Metadata summary (for logs and summary.json)."""
-    return {"fingerprint": totals.fingerprint, "protocol": totals.config.protocol_id,
-            "n_reports": totals.n_reports, "n_block": totals.counts.n_block.tolist(),
-            "format_version": FORMAT_VERSION}
