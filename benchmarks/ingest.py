@@ -95,8 +95,8 @@ def child_floor(config_json: str, path: str, batch_rows: int) -> dict:
 
 
 def child_read(fmt: str, path: str, batch_rows: int) -> dict:
-    from privfreq.transforms.avro_batches import read_avro_range
-    from privfreq.transforms.parquet_batches import read_parquet_range
+    from privfreq.schemas.avro import read_avro_range
+    from privfreq.schemas.parquet import read_parquet_range
     reader = read_parquet_range if fmt == "parquet" else read_avro_range
     t0 = time.perf_counter()
     n = 0

@@ -10,7 +10,7 @@ from functools import cached_property
 
 import numpy as np
 
-from privfreq.protocols import mss_decoder
+from privfreq.protocols import mss_covariance, mss_decoder, mss_design, mss_linalg
 from privfreq.protocols.attacks import f_or_uniform
 from privfreq.protocols.base import (Counts, Estimate, ReportBatch, check_epsilon, check_int,
                                      register_protocol)
@@ -44,7 +44,7 @@ def check_moduli(k: int, moduli) -> tuple[int, ...]:
     if sum(mod) - len(mod) + 1 < k:
         raise ValueError(f"MSS: moduli must satisfy sum(m) - ell + 1 >= k = {k} for a design matrix "
                          f"of full column rank, got {sum(mod) - len(mod) + 1}")
-    if not mss_decoder.has_full_column_rank(k, mod):
+    if not mss_linalg.has_full_column_rank(k, mod):
         raise ValueError(f"MSS: moduli {list(mod)} give a rank-deficient design matrix for k = {k}")
     return mod
 
@@ -64,7 +64,7 @@ class ModularSubsetSelection(LeastSquaresDecoder):
 
     Variance: against the population's own frequencies f, ``Cov(f̂) = L Σ_priv Lᵀ + Cov_split``
     (SPEC §2): the SS noise of each block, with its within-block correlations, and the users'
-    random split among blocks; ``mss_decoder.covariance_diagonal``. ``(Σ_j w_j A_jᵀA_j)^{-1}`` is
+    random split among blocks; ``mss_covariance.covariance_diagonal``. ``(Σ_j w_j A_jᵀA_j)^{-1}`` is
     only the f = 0 privatization part.
 
     Native report values: ``int64[n, max ω_j]`` sorted subset, padded with -1.
@@ -178,8 +178,8 @@ class ModularSubsetSelection(LeastSquaresDecoder):
         return acc
 
     @cached_property
-    def design(self) -> mss_decoder.Design:
-        return mss_decoder.Design(self.k, self.moduli)
+    def design(self) -> mss_design.Design:
+        return mss_design.Design(self.k, self.moduli)
 
     def estimate(self, acc: Counts, stderr: bool = True) -> Estimate:
         """``mss_decoder.decode``; ``stderr=False`` skips the per-item standard errors (NaN)."""
@@ -194,8 +194,8 @@ class ModularSubsetSelection(LeastSquaresDecoder):
         return self.block_weights(np.full(self.ell, n / self.ell))
 
     def covariance_diagonal(self, n_block, f):
-        """SS noise plus the users' split among blocks (``mss_decoder.covariance_diagonal``)."""
-        return mss_decoder.covariance_diagonal(self.design, mss_decoder.population(self, n_block, f))
+        """SS noise plus the users' split among blocks (``mss_covariance.covariance_diagonal``)."""
+        return mss_covariance.covariance_diagonal(self.design, mss_covariance.population(self, n_block, f))
 
     def least_squares_blocks(self):
         """Block j: the residue-class indicator rows of ``m_j``, ``c_j = (p_j−q_j)²/(q_j(1−q_j))``."""

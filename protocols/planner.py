@@ -8,7 +8,7 @@ candidate survives if its design matrix has full column rank and its condition n
 length among those within that factor of SS on [k]. Predicted MSE is n-free: ``n·MSE`` at
 ``n_j = n/ℓ`` for large n and uniform f (spread-out data), with the whole covariance of SPEC §2 (SS
 noise with its within-block correlations, and the users' split among blocks:
-``mss_decoder.covariance_with_error``).
+``mss_covariance.covariance_with_error``).
 
 Screening uses ``tr(M^{-1})/k`` with ``w_j = 1/(ℓ·q_j(1−q_j)/(p_j−q_j)²)``, the f = 0
 privatization part, as a lower bound on that MSE: the whole MSE exceeded it in every design
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privfreq.protocols import mss_decoder
+from privfreq.protocols import base, mss_covariance, mss_design, mss_linalg
 from privfreq.protocols.base import check_epsilon, check_int
 from privfreq.protocols.subset_selection import ss_constants
 
@@ -143,13 +143,13 @@ def _trace(k: int, epsilon: float, moduli: tuple[int, ...], probes: int | None,
     """``(tr(M^{-1}), standard error)`` at n = 1, or None if unusable or above ``stop_above``.
 
     ``probes=1`` is a screen: plain Hutchinson on [k]. Otherwise exact on the small components of
-    the item graph and Hutchinson on the rest (``mss_decoder.trace_inverse_estimate``)."""
+    the item graph and Hutchinson on the rest (``mss_linalg.trace_inverse_estimate``)."""
     try:
-        return mss_decoder.trace_inverse_estimate(
-            mss_decoder.Design(k, moduli), _weights(epsilon, moduli), probes=probes,
-            maxiter=mss_decoder.CG_MAXITER, stop_above=stop_above,
-            components=probes != 1 or k <= mss_decoder.DENSE_LIMIT)
-    except (mss_decoder.IllConditioned, mss_decoder.ExceedsBound):
+        return mss_linalg.trace_inverse_estimate(
+            mss_design.Design(k, moduli), _weights(epsilon, moduli), probes=probes,
+            maxiter=mss_linalg.CG_MAXITER, stop_above=stop_above,
+            components=probes != 1 or k <= base.DENSE_LIMIT)
+    except (mss_linalg.IllConditioned, mss_linalg.ExceedsBound):
         return None
 
 
@@ -158,10 +158,10 @@ def _mse(k: int, epsilon: float, moduli: tuple[int, ...]):
     design is unusable."""
     blocks = tuple(ss_constants(m, epsilon) for m in moduli)
     n_block = np.full(len(moduli), 1.0 / len(moduli))
-    pop = mss_decoder.Population(n_block, blocks, np.full(k, 1.0 / k), _weights(epsilon, moduli))
+    pop = mss_covariance.Population(n_block, blocks, np.full(k, 1.0 / k), _weights(epsilon, moduli))
     try:
-        diag, err = mss_decoder.covariance_with_error(mss_decoder.Design(k, moduli), pop)
-    except mss_decoder.IllConditioned:
+        diag, err = mss_covariance.covariance_with_error(mss_design.Design(k, moduli), pop)
+    except mss_linalg.IllConditioned:
         return None
     return float(diag.mean()), err / k
 
@@ -209,10 +209,10 @@ def plan(k: int, epsilon: float, ell: int | None = None, max_mse_factor: float |
             desc = _describe(k, epsilon, moduli)
             if desc is not None and (max_bits is None or desc[0] <= max_bits):
                 pool.append((moduli, *desc))
-    exact = k <= mss_decoder.DENSE_LIMIT
+    exact = k <= base.DENSE_LIMIT
 
     def conditioned(c: Candidate) -> Candidate | None:
-        cond = mss_decoder.condition_number(mss_decoder.Design(k, c.moduli),
+        cond = mss_linalg.condition_number(mss_design.Design(k, c.moduli),
                                             _weights(epsilon, c.moduli))
         return Candidate(**{**c.__dict__, "condition_number": cond}) if cond <= max_condition \
             else None

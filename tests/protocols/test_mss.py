@@ -7,7 +7,7 @@ import pytest
 
 from _baseline_contract import (assert_exact_privacy, assert_merge_contract, assert_sampler_matches,
                                 assert_unbiased_and_variance, assert_wire_round_trip)
-from privfreq.protocols import mss_decoder
+from privfreq.protocols import base, mss_decoder, mss_design, mss_linalg
 from privfreq.protocols.base import Reason
 from privfreq.protocols.mss import ModularSubsetSelection as MSS
 from privfreq.protocols.subset_selection import SubsetSelection
@@ -192,9 +192,9 @@ def test_forest_closed_form_not_used_for_dropped_blocks_or_ridge(n_block, ridge)
 
 
 def test_forest_needs_two_blocks_and_no_cycle():
-    assert mss_decoder.Design(12, (4, 6)).forest is None      # 12 items on 10 rows: cycles
-    assert mss_decoder.Design(60, (7, 11, 13)).forest is None  # ℓ = 3
-    forest = mss_decoder.Design(40, (37, 41)).forest          # row 40 of block 1: no items
+    assert mss_design.Design(12, (4, 6)).forest is None      # 12 items on 10 rows: cycles
+    assert mss_design.Design(60, (7, 11, 13)).forest is None  # ℓ = 3
+    forest = mss_design.Design(40, (37, 41)).forest          # row 40 of block 1: no items
     assert forest is not None and forest.items.size == 2 * 3   # 3 trees of 2 items (x, x + 37)
 
 
@@ -235,7 +235,7 @@ def test_large_k_stochastic_variance_close_to_structure():
     # k > DENSE_LIMIT takes the CG/Hutchinson path; compare with the exact path on the same design
     # scaled down is impossible, so check the trace estimate against the diagonal estimate.
     proto = MSS(5000, 2.0, (4999, 4993))
-    assert proto.k > mss_decoder.DENSE_LIMIT
+    assert proto.k > base.DENSE_LIMIT
     diag = proto.variance(10_000)
     mse = proto.predicted_mse(10_000)
     assert abs(diag.mean() / mse - 1) < 0.05
@@ -270,8 +270,8 @@ def test_rank_check_detects_deficiency(k, moduli):
     # Σm − ℓ + 1 = k − 1: one column too many, so A cannot have full column rank. The rank check
     # must see it on its own (dense Cholesky path for small k, bounded CG for k > DENSE_LIMIT).
     assert sum(moduli) - len(moduli) + 1 == k - 1
-    assert not mss_decoder.has_full_column_rank(k, moduli)
-    assert mss_decoder.has_full_column_rank(k - 1, moduli)
+    assert not mss_linalg.has_full_column_rank(k, moduli)
+    assert mss_linalg.has_full_column_rank(k - 1, moduli)
 
 
 @pytest.mark.parametrize("kwargs,match", [({"epsilon": 0}, "epsilon"), ({"k": 1}, "k"),

@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from privfreq.protocols import mss_decoder, planner
+from privfreq.protocols import mss_covariance, mss_decoder, mss_design, mss_linalg, planner
 from privfreq.protocols.mss import ModularSubsetSelection as MSS
 from privfreq.protocols.subset_selection import SubsetSelection
 
@@ -28,7 +28,7 @@ def _sampled_counts(proto, item_counts, rng):
 def test_structured_operators_match_the_sparse_matrix():
     rng = np.random.default_rng(0)
     for k, moduli in [(60, (31, 37)), (100, (7, 11, 13)), (50, (3, 5, 7, 11)), (30, (40, 41))]:
-        d = mss_decoder.Design(k, moduli)
+        d = mss_design.Design(k, moduli)
         a = d.matrix().toarray()
         w = rng.random(len(moduli))
         wr = np.repeat(w, moduli)
@@ -49,12 +49,12 @@ def test_structured_covariance_equals_dense_formula(k, moduli, ridge):
     proto = MSS(k, 2.0, moduli, ridge=ridge)
     f = np.arange(1, k + 1.0) ** -1.1
     f /= f.sum()
-    pop = mss_decoder.population(proto, np.full(len(moduli), 3000 / len(moduli)), f)
-    np.testing.assert_allclose(mss_decoder.covariance_diagonal(proto.design, pop),
-                               np.diag(mss_decoder.exact_covariance(proto, 3000, f)), rtol=1e-9)
+    pop = mss_covariance.population(proto, np.full(len(moduli), 3000 / len(moduli)), f)
+    np.testing.assert_allclose(mss_covariance.covariance_diagonal(proto.design, pop),
+                               np.diag(mss_covariance.exact_covariance(proto, 3000, f)), rtol=1e-9)
     if ridge == 0:
         d, w = proto.design, proto.expected_weights(3000)
-        tr, err = mss_decoder.trace_inverse_estimate(d, w)
+        tr, err = mss_linalg.trace_inverse_estimate(d, w)
         assert err == 0 and tr == pytest.approx(np.trace(np.linalg.inv(d.normal_dense(w))),
                                                 rel=1e-9)
 
@@ -64,8 +64,9 @@ def test_million_item_decode_is_memory_safe_and_finite(monkeypatch):
     # exact without any k×k object. Dense helpers are disabled to prove they are not reached.
     k = 2 ** 20
     proto = MSS(k, 2.0, (977447, 999431))
-    monkeypatch.setattr(mss_decoder.Design, "normal_dense", None)
-    monkeypatch.setattr(mss_decoder, "_dense_inverse", None)
+    monkeypatch.setattr(mss_design.Design, "normal_dense", None)
+    monkeypatch.setattr(mss_linalg, "dense_inverse", None)
+    monkeypatch.setattr(mss_covariance, "dense_inverse", None)
     rng = np.random.default_rng(1)
     item_counts = rng.multinomial(3000, np.full(k, 1 / k))
     acc = _sampled_counts(proto, item_counts, rng)
@@ -112,26 +113,26 @@ def test_giant_component_falls_back_to_stochastic_diagonal():
     np.testing.assert_allclose(var[singles], 1 / w.sum(), rtol=1e-3)
     assert mse / SubsetSelection(22000, 2.0).predicted_mse(10_000) == pytest.approx(1.12, abs=0.02)
     # the stochastic part: 8 probes against 128, within 4 standard errors of the 8-probe sum
-    pop = mss_decoder.population(proto, np.full(4, 2500.0), np.full(22000, 1 / 22000))
-    few, err = mss_decoder.covariance_with_error(d, pop)
-    many, _ = mss_decoder.covariance_with_error(d, pop, probes=128)
+    pop = mss_covariance.population(proto, np.full(4, 2500.0), np.full(22000, 1 / 22000))
+    few, err = mss_covariance.covariance_with_error(d, pop)
+    many, _ = mss_covariance.covariance_with_error(d, pop, probes=128)
     assert 0 < err and abs(few.sum() - many.sum()) < 4 * err
 
 
 def test_cg_lower_bound_rejects_early():
     # An ill-conditioned design (moduli near k/2) has a huge trace: the running CG lower bound
     # passes a small threshold long before convergence.
-    d = mss_decoder.Design(20_000, (10007, 10009))
+    d = mss_design.Design(20_000, (10007, 10009))
     w = np.ones(2)
-    with pytest.raises(mss_decoder.ExceedsBound):
-        mss_decoder.trace_inverse_estimate(d, w, probes=1, stop_above=3 * 20_000,
+    with pytest.raises(mss_linalg.ExceedsBound):
+        mss_linalg.trace_inverse_estimate(d, w, probes=1, stop_above=3 * 20_000,
                                            components=False)
-    good = mss_decoder.Design(20_000, (19997, 19993))
-    tr, _ = mss_decoder.trace_inverse_estimate(good, w, probes=1, components=False)
-    with pytest.raises(mss_decoder.ExceedsBound):
-        mss_decoder.trace_inverse_estimate(good, w, probes=1, stop_above=0.9 * tr,
+    good = mss_design.Design(20_000, (19997, 19993))
+    tr, _ = mss_linalg.trace_inverse_estimate(good, w, probes=1, components=False)
+    with pytest.raises(mss_linalg.ExceedsBound):
+        mss_linalg.trace_inverse_estimate(good, w, probes=1, stop_above=0.9 * tr,
                                            components=False)
-    assert mss_decoder.trace_inverse_estimate(good, w, probes=1, stop_above=1.1 * tr,
+    assert mss_linalg.trace_inverse_estimate(good, w, probes=1, stop_above=1.1 * tr,
                                               components=False)[0] == tr
 
 
