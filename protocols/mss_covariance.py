@@ -12,7 +12,7 @@ import numpy as np
 from privfreq.protocols.base import DENSE_LIMIT
 from privfreq.protocols.mss_design import Design, group_systems, periodic, residue_sums, spread_add
 from privfreq.protocols.mss_linalg import (batched_inverse, dense_inverse, probe_count,
-                                           rademacher_probes, solve, solve_many)
+                                           rademacher_probes, solve_many)
 
 __all__ = ["Population", "block_noise", "covariance_diagonal", "covariance_kind",
            "covariance_with_error", "exact_covariance", "population"]
@@ -111,8 +111,8 @@ def covariance_with_error(d: Design, pop: Population,
         lowrank_rhs += [np.full(d.k, w[j]), periodic(g, d.k, w[j])]
         coef.append((s * c0, 2 * s * c1, kappa / pop.n_block[j]))
     ridge = pop.ridge
-    diag, trace_se = _sandwich_diagonal(d, w, ridge, v, f if ridge else None, kappa / n, probes)
-    ab = solve(d, w, ridge, np.stack(lowrank_rhs, axis=1))
+    diag, trace_se, ab = _sandwich_diagonal(d, w, ridge, v, f if ridge else None, kappa / n,
+                                            probes, np.stack(lowrank_rhs, axis=1))
     b_sum = np.zeros(d.k)
     for i, (ca, cab, cb) in enumerate(coef):
         a, b = ab[:, 2 * i], ab[:, 2 * i + 1]
@@ -142,42 +142,51 @@ def _meat_matvec(d: Design, w: np.ndarray, v: list[np.ndarray], f_ridge, c_f: fl
 
 
 def _sandwich_diagonal(d: Design, w: np.ndarray, ridge: float, v: list[np.ndarray], f_ridge,
-                       c_f: float, probes: int | None) -> tuple[np.ndarray, float]:
-    """``diag(S⁻¹ [N − c_f·M diag(f) M] S⁻¹)`` (see ``covariance_with_error``; the f term only
-    when ``f_ridge`` is given) and the standard error of its sum: batched dense per component,
-    stochastic on the large ones."""
+                       c_f: float, probes: int | None,
+                       rhs: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """``(diag(S⁻¹ [N − c_f·M diag(f) M] S⁻¹), standard error of its sum, S⁻¹ rhs)`` (see
+    ``covariance_with_error``; the f term only when ``f_ridge`` is given). One inverse per
+    item-graph component serves both the sandwich and the solves; components of more than
+    DENSE_LIMIT items get a stochastic diagonal and CG solves."""
     groups, big = d.components
     diag = np.full(d.k, np.nan)
+    y = np.empty_like(rhs)
+    tot = float(np.sum(w))
+    live = [j for j in range(len(d.moduli)) if w[j] != 0]
     for s, items in groups.items():
         if s == 1:
             x = items[:, 0]
-            tot = float(np.sum(w))
-            meat = sum(w[j] ** 2 * v[j][x % m] for j, m in enumerate(d.moduli) if w[j] != 0)
+            meat = sum(w[j] ** 2 * v[j][d.rows[j, x] - d.offsets[j]] for j in live)
             if f_ridge is not None:
                 meat = meat - c_f * tot * tot * f_ridge[x]
             diag[x] = meat / (tot + ridge) ** 2
+            y[x] = rhs[x] / (tot + ridge)
             continue
+        cached = d.component_patterns.get(s) if items is groups.get(s) else None
         for rows, m, sm in group_systems(d, w, ridge, items):
             it = items[rows]
             meat = np.zeros_like(m)
-            for j, mod in enumerate(d.moduli):
-                if w[j] != 0:
-                    res = it % mod
-                    meat += (w[j] ** 2 * v[j][res])[:, :, None] * (res[:, :, None] == res[:, None, :])
+            for j in live:
+                res = d.rows[j][it] - d.offsets[j]
+                same = cached[j][rows] if cached is not None else res[:, :, None] == res[:, None, :]
+                meat += (w[j] ** 2 * v[j][res])[:, :, None] * same
             if f_ridge is not None:
                 meat -= c_f * (m * f_ridge[it][:, None, :]) @ m
             inv = batched_inverse(sm)   # symmetric: diag(X M X)[a] = Σ_c (X M)[a, c] X[a, c]
             diag[it] = np.einsum("nac,nac->na", inv @ meat, inv)
-    if big.size:
-        z = np.zeros((d.k, probe_count(d.k) if probes is None else probes))
-        z[big] = rademacher_probes(big.size, z.shape[1])
-        y = solve_many(d, w, ridge, z)
-        y = solve_many(d, w, ridge, _meat_matvec(d, w, v, f_ridge, c_f, y))
-        per = z[big] * y[big]
-        diag[big] = per.mean(axis=1)
-        sums = per.sum(axis=0)
-        return diag, float(sums.std(ddof=1) / math.sqrt(len(sums))) if len(sums) > 1 else math.nan
-    return diag, 0.0
+            y[it] = inv @ rhs[it]
+    if not big.size:
+        return diag, 0.0, y
+    y[big] = solve_many(d, w, ridge, rhs)[big]
+    z = np.zeros((d.k, probe_count(d.k) if probes is None else probes))
+    z[big] = rademacher_probes(big.size, z.shape[1])
+    u = solve_many(d, w, ridge, z)
+    u = solve_many(d, w, ridge, _meat_matvec(d, w, v, f_ridge, c_f, u))
+    per = z[big] * u[big]
+    diag[big] = per.mean(axis=1)
+    sums = per.sum(axis=0)
+    se = float(sums.std(ddof=1) / math.sqrt(len(sums))) if len(sums) > 1 else math.nan
+    return diag, se, y
 
 
 def population(mss, n_block, f) -> Population:
