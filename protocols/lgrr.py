@@ -1,0 +1,108 @@
+"""L-GRR: memoized generalized randomized response (SPEC §7)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from privfreq.protocols.base import ReportBatch, SupportCounting, check_int, register_protocol
+from privfreq.protocols.longitudinal import Longitudinal, check_budgets, grr_chain, grr_second_round
+from privfreq.protocols.wire import IndexHistogram
+
+__all__ = ["LGRR", "grr_draw"]
+
+
+def grr_draw(x: np.ndarray, m: int, p: float, rng: np.random.Generator) -> np.ndarray:
+    """GRR on ``[m]``: ``x`` w.p. ``p``, else a uniform other value (int64, vectorized)."""
+    n = len(x)
+    keep = rng.random(n) < p
+    other = rng.integers(0, m - 1, n)
+    other += other >= x
+    return np.where(keep, x, other)
+
+
+@register_protocol("lgrr")
+@dataclass(frozen=True)
+class LGRR(IndexHistogram, Longitudinal, SupportCounting):
+    """Longitudinal GRR (Arcolezi et al. 2022; SPEC §7). Memo key = the value.
+
+    Distribution: permanent ``B′ = GRR_k(v)`` at ε∞ (``p1 = e^ε∞/(e^ε∞+k−1)``, ``q1 =
+    (1−p1)/(k−1)``), memoized per (user, value); every report ``y = GRR(B′)`` with ``(p2, q2)``
+    from ``longitudinal.grr_second_round``: ``exact`` makes the composite exactly GRR_k(ε1);
+    ``paper`` is the published formula (over-randomizes for k > 2; its true one-report ε is
+    ``real_epsilon``).
+    Estimator: ``f̂ = (C/n − q*)/(p* − q*)`` with ``p* = p1p2+(1−p1)q2``, ``q* = q1p2+(1−q1)q2``
+    (= SPEC's ``(C/n − q1(p2−q2) − q2)/((p1−q1)(p2−q2))``).
+    Variance: ``[q*(1−q*) + f (p*−q*)(1−p*−q*)]/(n (p*−q*)²)``; ``exact`` at f = 0:
+    ``(e^ε1+k−2)/(n (e^ε1−1)²)``. Budget: ε∞ per distinct value, cap ``k·ε∞``.
+    Payload: ``y`` as one index (as GRR). Attack: the reported value; ASR ``p*`` (exact).
+    """
+
+    display_name = "L-GRR"
+    asr_kind = "exact"
+
+    k: int
+    epsilon_perm: float
+    epsilon: float
+    calibration: str = "exact"
+    p1: float = field(init=False, repr=False)
+    q1: float = field(init=False, repr=False)
+    p2: float = field(init=False, repr=False)
+    q2: float = field(init=False, repr=False)
+    p: float = field(init=False, repr=False)
+    q: float = field(init=False, repr=False)
+    real_epsilon: float = field(init=False, repr=False)
+    real_epsilon_perm: float = field(init=False, repr=False)
+
+    def __post_init__(self):
+        check_int("LGRR", "k", self.k, 2)
+        eps_perm, eps1 = check_budgets("LGRR", self.epsilon_perm, self.epsilon, self.calibration)
+        set_ = object.__setattr__
+        set_(self, "epsilon_perm", eps_perm)
+        set_(self, "epsilon", eps1)
+        e = math.exp(eps_perm)
+        p1 = e / (e + self.k - 1)
+        q1 = (1 - p1) / (self.k - 1)
+        p2, q2 = grr_second_round(eps_perm, eps1, self.k, self.calibration)
+        p, q = grr_chain(p1, q1, p2, q2)
+        for name, v in (("p1", p1), ("q1", q1), ("p2", p2), ("q2", q2), ("p", p), ("q", q)):
+            set_(self, name, v)
+        set_(self, "real_epsilon", math.log(p / ((1 - p) / (self.k - 1))))
+        set_(self, "real_epsilon_perm", math.log(p1 / q1))
+
+    @property
+    def memo_key_count(self):
+        return self.k
+
+    def permanent(self, keys, public, rng):
+        return grr_draw(np.asarray(keys, np.int64), self.k, self.p1, rng)[:, None]
+
+    def instantaneous(self, memo, public, rng):
+        b = memo[:, 0]
+        n = len(b)
+        # GRR with p2: q2 = (1 − p2)/(k − 1) under both calibrations
+        y = grr_draw(b, self.k, self.p2, rng)
+        return ReportBatch(np.zeros(n, np.int64), np.zeros(n, np.int64), y[:, None])
+
+    @property
+    def output_size(self):
+        return self.k
+
+    def information_bits(self):
+        return math.ceil(math.log2(self.k))
+
+    def attack(self, batch, rng):
+        return batch.values[:, 0].astype(np.int64, copy=True)
+
+    def closed_form_asr(self, f=None):
+        return float(self.p)
+
+    def permanent_distribution(self, item):
+        """Exact ``P(B′ | item)`` (round 1, ε∞)."""
+        return {(b,): (self.p1 if b == item else self.q1) for b in range(self.k)}
+
+    def output_distribution(self, item):
+        """Exact ``P(y | item)`` of one report (the composite channel, ε1)."""
+        q_other = (1 - self.p) / (self.k - 1)
+        return {y: (self.p if y == item else q_other) for y in range(self.k)}
