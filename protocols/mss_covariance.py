@@ -149,18 +149,16 @@ def _sandwich_diagonal(d: Design, w: np.ndarray, ridge: float, v: list[np.ndarra
     item-graph component serves both the sandwich and the solves; components of more than
     DENSE_LIMIT items get a stochastic diagonal and CG solves."""
     groups, big = d.components
-    diag = np.full(d.k, np.nan)
-    y = np.empty_like(rhs)
     tot = float(np.sum(w))
     live = [j for j in range(len(d.moduli)) if w[j] != 0]
+    # every item as if a singleton (M_xx = Σ_j w_j), then the larger components overwritten
+    diag = sum(periodic(w[j] ** 2 * v[j], d.k) for j in live)
+    if f_ridge is not None:
+        diag -= c_f * tot * tot * f_ridge
+    diag /= (tot + ridge) ** 2
+    y = rhs / (tot + ridge)
     for s, items in groups.items():
         if s == 1:
-            x = items[:, 0]
-            meat = sum(w[j] ** 2 * v[j][d.rows[j, x] - d.offsets[j]] for j in live)
-            if f_ridge is not None:
-                meat = meat - c_f * tot * tot * f_ridge[x]
-            diag[x] = meat / (tot + ridge) ** 2
-            y[x] = rhs[x] / (tot + ridge)
             continue
         cached = d.component_patterns.get(s) if items is groups.get(s) else None
         for rows, m, sm in group_systems(d, w, ridge, items):
