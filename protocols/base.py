@@ -81,6 +81,8 @@ class Reason(enum.IntEnum):
     BAD_SEED = 8               # public-randomness field outside its range
     BAD_PADDING = 9            # nonzero padding bits / bytes
     UNREADABLE_FILE = 10       # the rest of an input file could not be decoded (e.g. truncated)
+    TRUNCATED_RECORDS = 11     # records a block / row group declares past the end of a cut file
+    CORRUPT_RECORDS = 12       # records a block / row group declares that cannot be decoded
 
 
 @dataclass

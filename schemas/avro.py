@@ -9,10 +9,14 @@ whole. Records of a block are decoded vectorized when the block is a run of reco
 layout (what ``privfreq encode`` writes; checked byte-exactly per record), otherwise by
 ``fastavro`` record by record (which also reads the optional ``event_time`` field into
 ``ReportColumns.event_ms``). A block that cannot be decoded (truncated, corrupt, unsupported codec)
-becomes an ``unreadable`` remainder: the bytes from the block up to the next sync marker (or the
-end of the file), one dead letter; reading resumes at that sync marker, so a corrupt block in the
-middle of a file loses only its own records. A file whose header is unreadable (not Avro at all)
-is one unreadable remainder from byte 0.
+is salvaged: its records are decoded in order until the damage (null codec as stored; deflate
+through a streaming inflater; other codecs not at all), each record only from bytes that hold it
+whole. The records it declares but that were not recovered are one ``unreadable`` region counting
+them (``TRUNCATED_RECORDS`` when the block runs past the end of a cut file, else
+``CORRUPT_RECORDS``), with the bytes from the block up to the next sync marker (or the end of
+the file); reading resumes at that sync marker, so a corrupt block in the middle of a file loses
+at most its own records. A file whose header is unreadable (not Avro at all), or a block whose
+header is, is one ``UNREADABLE_FILE`` region counting one report (its count is unknown).
 
 **Writing.** :func:`write_avro_reports`: the header from fastavro (schema, codec, random sync
 marker), the blocks assembled with numpy from ``(block, seeds, payloads)`` pieces, blocks of about
@@ -31,7 +35,7 @@ import numpy as np
 from privfreq import schemas
 from privfreq.schemas.columns import RAW_LIMIT, Builder, ReportColumns, Unreadable
 
-__all__ = ["AVRO_BLOCK_BYTES", "AVRO_MAGIC", "REPORT_FIELDS", "decode_report_record",
+__all__ = ["AVRO_BLOCK_BYTES", "AVRO_MAGIC", "MIN_RECORD_BYTES", "REPORT_FIELDS", "decode_report_record",
            "encode_report", "fast_path_ok", "read_avro_range", "write_avro_reports",
            "zigzag_varints"]
 
@@ -298,7 +302,8 @@ def _decode_records(data: bytes, count: int, header: _Header) -> list:
     return records
 
 
-def _unreadable(fo: BinaryIO, offset: int, stop: int | None, err: BaseException) -> Unreadable:
+def _unreadable(fo: BinaryIO, offset: int, stop: int | None, err: BaseException | str,
+                n_reports: int = 1, reason: str = "UNREADABLE_FILE") -> Unreadable:
     try:
         fo.seek(offset)
         want = RAW_LIMIT if stop is None else min(RAW_LIMIT, stop - offset)
@@ -308,13 +313,105 @@ def _unreadable(fo: BinaryIO, offset: int, stop: int | None, err: BaseException)
         raw, more = b"", False
     note = f" (first {RAW_LIMIT} bytes kept)" if more else ""
     upto = "the end of the file" if stop is None else f"the next sync marker at byte {stop}"
-    return Unreadable(offset, raw, f"cannot decode from byte {offset} to {upto}: "
-                                   f"{type(err).__name__}: {err}{note}")
+    why = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
+    return Unreadable(offset, raw, f"cannot decode from byte {offset} to {upto}: {why}{note}",
+                      n_reports, reason)
 
 
 def _file_size(fo: BinaryIO) -> int:
     fo.seek(0, io.SEEK_END)
     return fo.tell()
+
+
+class _Exact(io.BytesIO):
+    """A byte stream whose reads raise ``EOFError`` instead of returning short (so a record cut
+    by the end of the data is never decoded from the bytes that remain)."""
+
+    def read(self, n=-1):
+        out = super().read(n)
+        if n is not None and n >= 0 and len(out) < n:
+            raise EOFError(f"record needs {n} bytes, {len(out)} remain")
+        return out
+
+
+# Inflate a damaged deflate block this many compressed bytes at a time: a zlib error loses the
+# output of its own chunk only, so salvage stops at most ~64 compressed bytes before the damage.
+_INFLATE_CHUNK = 64
+# Fewest bytes one report record takes (five fields, each at least one byte): a block declaring
+# more records than its bytes could hold has a corrupt count, which is then not trusted.
+MIN_RECORD_BYTES = 5
+# Deflate expands at most ~1032:1, which bounds the records a compressed block can hold.
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _inflate_prefix(raw: bytes) -> tuple[bytes, str | None]:
+    """The bytes a streaming inflater yields from ``raw`` before any error, and the error."""
+    d = zlib.decompressobj(-15)
+    out = []
+    for i in range(0, len(raw), _INFLATE_CHUNK):
+        try:
+            out.append(d.decompress(raw[i:i + _INFLATE_CHUNK]))
+        except zlib.error as e:
+            return b"".join(out), f"deflate stream broken near compressed byte {i}: {e}"
+    return b"".join(out), None if d.eof else "deflate stream incomplete"
+
+
+def _salvage_block(fo: BinaryIO, header: _Header, builder: Builder, block_at: int,
+                   size: int, nxt: int | None, err: BaseException) -> Unreadable:
+    """Records of a damaged block decoded in order up to the damage (null codec, or deflate
+    through a streaming inflater) into ``builder``; the region's :class:`Unreadable` counts the
+    declared records not recovered (``TRUNCATED_RECORDS`` when no sync marker follows and the
+    block runs past the end of the file, else ``CORRUPT_RECORDS``; ``UNREADABLE_FILE``, counting
+    1, when the block header itself is unreadable)."""
+    fo.seek(block_at)
+    head = fo.read(20)
+    try:
+        count, p = _varint(head, 0)
+    except (IndexError, ValueError):
+        count, p = None, 0
+    try:
+        nbytes, p = _varint(head, p) if count is not None else (None, p)
+    except (IndexError, ValueError):
+        nbytes = None
+    stop = nxt if nxt is not None else size
+    cut = nxt is None and (nbytes is None or block_at + p + nbytes + SYNC_SIZE > size)
+    reason = "TRUNCATED_RECORDS" if cut else "CORRUPT_RECORDS"
+    if count is None or count < 0:
+        return _unreadable(fo, block_at, nxt, f"block header unreadable ({err}); record count "
+                                              f"unknown, counted as 1")
+    data_end = stop if nbytes is None or nbytes < 0 else min(block_at + p + nbytes, stop)
+    # The count is checked against the block's declared size, else (size varint unreadable) the
+    # bytes up to the next sync marker; a cut inside the size varint leaves nothing to check.
+    room = nbytes if nbytes is not None and nbytes >= 0 else (None if cut else stop - block_at)
+    ratio = _DEFLATE_MAX_RATIO if header.codec == "deflate" else 1
+    if room is not None and count * MIN_RECORD_BYTES > room * ratio:
+        return _unreadable(fo, block_at, nxt, f"block declares {count} records, more than its "
+                                              f"bytes can hold: count not trusted, counted as 1 "
+                                              f"({err})")
+    fo.seek(block_at + p)
+    raw = fo.read(max(0, data_end - block_at - p))
+    why = f"{type(err).__name__}: {err}"
+    if header.codec == "null":
+        data = raw
+    elif header.codec == "deflate":
+        data, broken = _inflate_prefix(raw)
+        why += f"; {broken}" if broken else ""
+    else:
+        data = b""
+        why += f"; codec {header.codec!r} cannot be salvaged"
+    records = []
+    bio = _Exact(data)
+    while len(records) < count:
+        try:
+            records.append(fastavro.schemaless_reader(bio, header.parsed_schema, None))
+        except Exception:  # noqa: BLE001  (the damage: stop here)
+            break
+    if records:
+        builder.segment(block_at)
+        builder.add_records(records, header.fast)
+    lost = count - len(records)
+    return _unreadable(fo, block_at, nxt, f"block declares {count} records, {len(records)} "
+                                          f"salvaged, {lost} lost ({why})", lost, reason)
 
 
 def read_avro_range(fo: BinaryIO, source: str, batch_rows: int, start: int = 0,
@@ -323,7 +420,8 @@ def read_avro_range(fo: BinaryIO, source: str, batch_rows: int, start: int = 0,
 
     A block is owned by the range in which its preceding sync marker starts (the header's sync
     marker for the first block); an unreadable header is owned by the range holding byte 0.
-    Never raises on bad content. ``fo`` must be seekable.
+    A damaged block yields the records before its damage (:func:`_salvage_block`) and one
+    unreadable region counting the rest. Never raises on bad content. ``fo`` must be seekable.
     """
     if batch_rows < 1:
         raise ValueError(f"read_avro_range: batch_rows must be >= 1, got {batch_rows}")
@@ -360,11 +458,12 @@ def read_avro_range(fo: BinaryIO, source: str, batch_rows: int, start: int = 0,
             builder.segment(block_at)
             if not (header.layout and _decode_layout_runs(data, count, builder)):
                 builder.add_records(_decode_records(data, count, header), header.fast)
-        except Exception as e:  # noqa: BLE001  (corrupt block: skip to the next sync marker)
+        except Exception as e:  # noqa: BLE001  (damaged block: salvage, skip to the next marker)
             builder.drop_block(block_at)
             nxt = _find_sync(fo, header.sync, block_at, size)
-            yield from builder.emit(batch_rows, final=True)
-            yield builder.flush(_unreadable(fo, block_at, nxt, e))
+            lost = _salvage_block(fo, header, builder, block_at, size, nxt, e)
+            yield from builder.emit(batch_rows)
+            yield builder.flush(lost)
             marker = nxt
             continue
         yield from builder.emit(batch_rows)

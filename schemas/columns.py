@@ -4,8 +4,8 @@ Parquet readers (``schemas.avro``, ``schemas.parquet``) and the input of validat
 
 A reader gathers records into batches of at most ``batch_rows`` reports, so a pipeline handles one
 element per batch instead of one per report. Content that cannot be decoded becomes a batch's
-``unreadable`` remainder (one dead letter, ``Reason.UNREADABLE_FILE``); rows that do not fit the
-report schema are listed in ``malformed`` (one dead letter each).
+``unreadable`` region (one dead letter counting the reports it loses, :class:`Unreadable`); rows
+that do not fit the report schema are listed in ``malformed`` (one dead letter each).
 """
 from __future__ import annotations
 
@@ -27,11 +27,21 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 @dataclass
 class Unreadable:
-    """The part of a file from ``offset`` on that could not be decoded."""
+    """A region of a file from ``offset`` on that could not be decoded, and the reports it loses.
+
+    ``n_reports`` is what the region declares and no reader recovered (an Avro block's record
+    count minus its salvaged records, a Parquet row group's rows minus the decoded ones); a region
+    that declares nothing readable (no header, no footer, an unreadable block header) counts 1.
+    ``reason`` is a ``protocols.base.Reason`` name: ``TRUNCATED_RECORDS`` (declared past the end
+    of a cut file), ``CORRUPT_RECORDS`` (declared inside the file, undecodable) or
+    ``UNREADABLE_FILE`` (no count known).
+    """
 
     offset: int
     raw: bytes        # at most RAW_LIMIT bytes of the unreadable region
     message: str
+    n_reports: int = 1
+    reason: str = "UNREADABLE_FILE"
 
 
 def object_array(values) -> np.ndarray:
@@ -79,8 +89,8 @@ class ReportColumns:
 
     @property
     def n_read(self) -> int:
-        """Inputs this batch accounts for: its records plus one for an unreadable remainder."""
-        return len(self) + (self.unreadable is not None)
+        """Reports this batch accounts for: its records plus those its unreadable region loses."""
+        return len(self) + (self.unreadable.n_reports if self.unreadable is not None else 0)
 
     # Row-wise views, for dead letters and tests (not on the hot path).
     @property

@@ -10,15 +10,18 @@ a row in Python. Locations are ``path#row`` (the file-wide row index, known from
 
 Hostile files never crash the job:
 
-* a file whose footer cannot be read (truncated, not Parquet) is one ``unreadable`` remainder
-  from byte 0; a row group that cannot be decoded is one ``unreadable`` remainder at its first
-  byte (its rows are unknown, so it counts as one read, one rejected);
+* a file whose footer cannot be read (truncated, not Parquet) is one ``UNREADABLE_FILE`` region
+  from byte 0 counting one report (without the footer no row count is known); a row group that
+  cannot be decoded keeps the rows of the batches decoded before the damage, and the rows it
+  declares (footer) beyond them are one ``CORRUPT_RECORDS`` region at its first byte counting
+  them;
 * a missing or wrongly typed column (e.g. ``block`` as text) makes every row of the file
   ``malformed`` (one dead letter each, naming the column); a null in a row makes that row
   ``malformed``; an integer beyond int64 (``uint64``) likewise.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
@@ -233,9 +236,12 @@ def read_parquet_range(fo: BinaryIO, source: str, batch_rows: int, first_group: 
             if done != rows_g:
                 raise ValueError(f"row group {g} declares {rows_g} rows, decoded {done}")
         except Exception as e:  # noqa: BLE001  (corrupt row group: one dead letter for its rest)
+            lost = max(rows_g - done, 0)
+            u = _unreadable(fo, _row_group_offset(md, g), e, f"row group {g} (declares {rows_g} "
+                            f"rows, {done} decoded, rows {first + done}..{first + rows_g - 1} "
+                            f"lost)")
             yield ReportColumns.from_records([], source, first + done).with_unreadable(
-                _unreadable(fo, _row_group_offset(md, g), e, f"row group {g} (rows "
-                            f"{first + done}..{first + rows_g - 1})"))
+                dataclasses.replace(u, n_reports=lost, reason="CORRUPT_RECORDS"))
         first += rows_g
 
 

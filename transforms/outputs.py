@@ -48,10 +48,15 @@ Z95 = 1.959963984540054  # two-sided 95 % normal quantile: intervals estimate ±
 SUMMARY_KEYS = {
     "protocol": "protocol id of the collection config",
     "config": "the collection config (protocol, params, schema_version) and its fingerprint",
-    "n_read": "inputs read: records, plus one per unreadable file region",
+    "n_read": "reports read: decoded records plus the reports that unreadable file regions "
+              "declare (a region declaring no count: 1)",
     "n_accepted": "reports that passed validation and were counted",
-    "n_rejected": "inputs sent to the dead letters (n_accepted + n_rejected = n_read)",
-    "rejected_by_reason": "{reason name: count} of the dead letters",
+    "n_rejected": "reports rejected (n_accepted + n_rejected = n_read)",
+    "rejected_by_reason": "{reason name: reports} of the rejected",
+    "unreadable_regions": "{reason name: file regions} that could not be decoded (each one dead "
+                          "letter with its raw bytes)",
+    "inputs": "null, or the input files: n_files, n_bytes, digest_seconds, duplicates (groups of "
+              "identical files), skipped_seen, skipped_duplicates",
     "decode_seconds": "wall time of decoding the merged counts into the estimate",
     "diagnostics": "the protocol's decoder diagnostics (solver, iterations, ...)",
     "top_items": f"the {TOP_ITEMS} items of highest estimate: item, estimate, stderr (null where "
@@ -239,7 +244,7 @@ def predicted(protocol, n: int, f: np.ndarray) -> dict[str, Any]:
 def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
                   truth: np.ndarray | None = None, truth_info: dict | None = None,
                   totals: dict | None = None, window: dict | None = None,
-                  plot: bool = True) -> dict:
+                  inputs: dict | None = None, plot: bool = True) -> dict:
     """Write ``estimates.parquet``, ``summary.json`` and (``plot``) ``estimates.png`` into
     ``out_dir``; return the summary (keys: module docstring). ``truth``: the true item counts
     (simulate); ``window``: the :data:`WINDOW_KEYS` of a streaming pane. Runs as a pipeline's last
@@ -267,6 +272,8 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
         "n_accepted": stats["accepted"],
         "n_rejected": sum(stats["rejected"].values()),
         "rejected_by_reason": dict(sorted(stats["rejected"].items())),
+        "unreadable_regions": dict(sorted(stats.get("regions", {}).items())),
+        "inputs": inputs,
         "decode_seconds": est.diagnostics.get("decode_seconds"),
         "diagnostics": est.diagnostics,
         "top_items": top_items(est, truth_f),

@@ -1,7 +1,10 @@
 """Vectorized validation of report column batches: valid ``ReportBatch``es and dead letters.
 
-Every read input ends in exactly one place: accepted (in a ``ReportBatch`` on the main output) or
-rejected (a dead letter on the ``invalid`` output), so ``accepted + rejected = read`` per batch.
+Every read report ends in exactly one place: accepted (in a ``ReportBatch`` on the main output) or
+rejected (counted by reason; a dead letter on the ``invalid`` output), so ``accepted + rejected =
+read`` per batch. A rejected record is one dead letter; an unreadable file region is one dead
+letter (its raw bytes) that counts every report the region declares and lost
+(``ReportColumns.unreadable``; ``stats["regions"]`` counts the regions).
 Checks, in order, first failure wins: malformed record, fingerprint, protocol id, block range, seed
 range, payload length for the block, then ``protocol.decode_payloads`` (value range, duplicates,
 bitmap weight and padding).
@@ -23,12 +26,14 @@ __all__ = ["INVALID", "METRICS_NAMESPACE", "STATS", "ParseReports", "merge_stats
            "empty_stats"]
 
 INVALID = "invalid"   # tag of the dead-letter output: one list of dead-letter dicts per batch
-STATS = "stats"       # tag of the per-batch tallies: {"read", "accepted", "rejected": {name: n}}
+# tag of the per-batch tallies: {"read", "accepted", "rejected": {reason: reports},
+# "regions": {reason: unreadable file regions}}
+STATS = "stats"
 METRICS_NAMESPACE = "privfreq"
 
 
 def empty_stats() -> dict[str, Any]:
-    return {"read": 0, "accepted": 0, "rejected": {}}
+    return {"read": 0, "accepted": 0, "rejected": {}, "regions": {}}
 
 
 def merge_stats(stats) -> dict[str, Any]:
@@ -37,8 +42,9 @@ def merge_stats(stats) -> dict[str, Any]:
     for s in stats:
         out["read"] += s["read"]
         out["accepted"] += s["accepted"]
-        for name, n in s["rejected"].items():
-            out["rejected"][name] = out["rejected"].get(name, 0) + n
+        for key in ("rejected", "regions"):
+            for name, n in s.get(key, {}).items():
+                out[key][name] = out[key].get(name, 0) + n
     return out
 
 
@@ -117,14 +123,18 @@ def parse_columns(cols: ReportColumns, config: CollectionConfig
         except Exception:  # noqa: BLE001  (e.g. a block beyond Avro int: keep a readable form)
             raw = repr(rec).encode("utf-8", "replace")
         dead.append(_dead_letter(raw, source, r, detail.get(i) or _message(r, rec, config, widths)))
-    if cols.unreadable is not None:
+    regions: dict[str, int] = {}
+    if cols.unreadable is not None:  # one dead letter with the region's bytes, its reports counted
         u = cols.unreadable
-        rejected[Reason.UNREADABLE_FILE.name] = rejected.get(Reason.UNREADABLE_FILE.name, 0) + 1
-        dead.append(_dead_letter(u.raw, f"{cols.source}@{u.offset}", Reason.UNREADABLE_FILE,
+        if u.n_reports:
+            rejected[u.reason] = rejected.get(u.reason, 0) + u.n_reports
+        regions[u.reason] = 1
+        dead.append(_dead_letter(u.raw, f"{cols.source}@{u.offset}", Reason[u.reason],
                                  u.message))
     accepted = sum(len(b) for b in batches)
-    stats = {"read": cols.n_read, "accepted": accepted, "rejected": rejected}
-    assert accepted + len(dead) == cols.n_read  # internal invariant, not user-data validation
+    stats = {"read": cols.n_read, "accepted": accepted, "rejected": rejected, "regions": regions}
+    # internal invariant, not user-data validation
+    assert accepted + sum(rejected.values()) == cols.n_read
     return batches, dead, stats
 
 
@@ -190,7 +200,7 @@ class ParseReports(beam.DoFn):
         batches, dead, stats = parse_columns(cols, self._config)
         self._read.inc(stats["read"])
         self._accepted.inc(stats["accepted"])
-        self._rejected.inc(len(dead))
+        self._rejected.inc(stats["read"] - stats["accepted"])
         for name, n in stats["rejected"].items():
             Metrics.counter(METRICS_NAMESPACE, f"rejected_{name}").inc(n)
         yield from batches

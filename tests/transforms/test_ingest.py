@@ -138,7 +138,7 @@ def _parse_parquet(data: bytes, config=GRR_EXACT, batch_rows=7):
     dead = []
     for cols in batches:
         ok, d, stats = parse_columns(cols, config)
-        assert stats["accepted"] + len(d) == stats["read"] == cols.n_read
+        assert stats["accepted"] + sum(stats["rejected"].values()) == stats["read"] == cols.n_read
         read += stats["read"]
         acc += stats["accepted"]
         dead += d
@@ -202,7 +202,7 @@ def test_truncated_and_garbage_parquet_are_one_dead_letter_each():
         assert dead[0]["reason"] == "UNREADABLE_FILE" and "footer" in dead[0]["message"]
 
 
-def test_corrupt_row_group_is_one_dead_letter_and_the_others_are_read():
+def test_corrupt_row_group_counts_its_declared_rows_and_the_others_are_read():
     t = _table(40)
     data = bytearray(_pq_bytes(t, row_group_size=10, compression="none", use_dictionary=False))
     md = pq.ParquetFile(io.BytesIO(bytes(data))).metadata
@@ -210,9 +210,9 @@ def test_corrupt_row_group_is_one_dead_letter_and_the_others_are_read():
     start = col.data_page_offset
     data[start:start + 8] = b"\xff" * 8
     read, acc, dead = _parse_parquet(bytes(data))
-    assert acc == 30 and read == 31
-    assert [d["reason"] for d in dead] == ["UNREADABLE_FILE"]
-    assert "row group 1" in dead[0]["message"]
+    assert acc == 30 and read == 40  # the row group's 10 declared rows are counted as lost
+    assert [d["reason"] for d in dead] == ["CORRUPT_RECORDS"]
+    assert "row group 1 (declares 10 rows, 0 decoded" in dead[0]["message"]
 
 
 # ----- split reading ------------------------------------------------------------------------------
@@ -305,4 +305,6 @@ def test_pipeline_reads_split_files_like_whole_ones(tmp_path):
     whole = json.loads((out_dir / "stats-whole").read_text())
     split = json.loads((out_dir / "stats-split").read_text())
     assert whole == split
-    assert whole["rejected"]["UNREADABLE_FILE"] == 2 and 3000 < whole["read"] < 4002
+    assert whole["regions"] == {"TRUNCATED_RECORDS": 1, "UNREADABLE_FILE": 1}
+    assert whole["rejected"]["UNREADABLE_FILE"] == 1 and whole["rejected"]["TRUNCATED_RECORDS"] > 0
+    assert 3000 < whole["read"] <= 4001

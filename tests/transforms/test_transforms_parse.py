@@ -26,7 +26,7 @@ def test_valid_reports_are_all_accepted_with_their_values():
     items = np.arange(200) % 500
     recs = records_for(MSS_INDICES, items, seed=3)
     batches, dead, stats = _parse(MSS_INDICES, recs)
-    assert dead == [] and stats == {"read": 200, "accepted": 200, "rejected": {}}
+    assert dead == [] and stats == {"read": 200, "accepted": 200, "rejected": {}, "regions": {}}
     ref = MSS_INDICES.protocol.randomize(items, np.random.default_rng(3))
     for b in batches:
         for j in np.unique(b.block):
@@ -108,7 +108,8 @@ def test_malformed_records_and_unreadable_files_are_counted_once():
     cols = ReportColumns.from_records(good + [{"protocol": "grr"}, "not a dict"], "f.avro")
     _, dead, stats = parse_columns(cols, GRR_EXACT)
     assert _reasons(dead) == ["MALFORMED_RECORD", "MALFORMED_RECORD"]
-    assert stats == {"read": 5, "accepted": 3, "rejected": {"MALFORMED_RECORD": 2}}
+    assert stats == {"read": 5, "accepted": 3, "rejected": {"MALFORMED_RECORD": 2},
+                     "regions": {}}
 
     data = avro_bytes(records_for(GRR_EXACT, np.arange(300) % 8), sync_interval=100)
     all_stats, n_dead = [], 0
@@ -117,8 +118,9 @@ def test_malformed_records_and_unreadable_files_are_counted_once():
         all_stats.append(st)
         n_dead += len(dead)
     total = merge_stats(all_stats)
-    assert total["rejected"] == {"UNREADABLE_FILE": 1} and n_dead == 1
-    assert total["accepted"] + 1 == total["read"] < 301
+    assert set(total["rejected"]) == {"TRUNCATED_RECORDS"} and n_dead == 1
+    assert total["regions"] == {"TRUNCATED_RECORDS": 1}
+    assert total["accepted"] + total["rejected"]["TRUNCATED_RECORDS"] == total["read"] == 300
 
 
 @pytest.mark.parametrize("config", [GRR_EXACT, MSS_INDICES, MSS_BITMAP])

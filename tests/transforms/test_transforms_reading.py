@@ -24,7 +24,7 @@ def test_batches_are_bounded_and_lossless():
     assert all(b.unreadable is None and not b.malformed for b in batches)
 
 
-def test_truncated_file_yields_readable_prefix_and_one_unreadable_remainder():
+def test_truncated_file_yields_readable_prefix_and_one_unreadable_region():
     recs = records_for(GRR_EXACT, np.arange(400) % 8)
     data = avro_bytes(recs, sync_interval=200)  # several Avro blocks
     cut = data[:len(data) * 2 // 3]
@@ -35,7 +35,9 @@ def test_truncated_file_yields_readable_prefix_and_one_unreadable_remainder():
     assert 0 < n_records < 400
     assert [b.record(i) for b in batches for i in range(len(b))] == recs[:n_records]
     assert unreadable[0].raw == cut[unreadable[0].offset:]
-    assert sum(b.n_read for b in batches) == n_records + 1
+    assert unreadable[0].reason == "TRUNCATED_RECORDS" and unreadable[0].n_reports > 0
+    # read counts the cut block's declared records: the salvaged ones plus the lost ones
+    assert sum(b.n_read for b in batches) == n_records + unreadable[0].n_reports
 
 
 def test_garbage_file_is_one_unreadable_from_offset_zero():
