@@ -2,6 +2,10 @@
 
     privfreq audit --protocol grr --k 16 --epsilon 1 [--samples 200000] [--confidence 0.95]
     privfreq audit --protocol mss --k 30 --epsilon 2 --moduli 5,7,8 --seed 1 --output audit.json
+    privfreq audit --protocol lgrr --k 8 --epsilon 0.8 --param epsilon_perm=2 --stage permanent
+
+Longitudinal protocols: --stage report (default) audits one report against ε (ε1), --stage
+permanent the memoized round-1 response against epsilon_perm (ε∞).
 
 Samples the randomizer on the pair of inputs (--x0, --x1), chooses a likelihood-ratio event on half
 of the samples and bounds ε with Clopper–Pearson on the other half. With probability at least
@@ -18,7 +22,7 @@ import numpy as np
 
 from privfreq.pipelines import common
 from privfreq.pipelines.config import add_protocol_args, build_config
-from privfreq.protocols.audit import audit
+from privfreq.protocols.audit import STAGES, audit
 
 
 def run(argv=None, save_main_session=True):
@@ -30,17 +34,21 @@ def run(argv=None, save_main_session=True):
     parser.add_argument("--x1", type=int, default=1, help="second input item")
     parser.add_argument("--seed", type=int, default=None,
                         help="RNG seed for reproducible audits (default: OS entropy)")
+    parser.add_argument("--stage", choices=STAGES, default="report",
+                        help="longitudinal protocols: one report (vs ε) or the permanent round "
+                             "(vs epsilon_perm)")
     parser.add_argument("--output", default=None, help="also write the result as JSON here")
     args = parser.parse_args(argv)
     config = build_config(args)
     result = audit(config.protocol, samples=args.samples, confidence=args.confidence,
-                   x0=args.x0, x1=args.x1, rng=np.random.default_rng(args.seed))
+                   x0=args.x0, x1=args.x1, rng=np.random.default_rng(args.seed),
+                   stage=args.stage)
     out = {**result.to_dict(), "config": {**config.to_dict(), "fingerprint": config.fingerprint},
            "exceeds_configured_epsilon": result.epsilon_lower_bound > result.epsilon}
     text = json.dumps(out, indent=2, sort_keys=True)
     if args.output:
         common.write_text_atomic(args.output, text + "\n")  # never a half-written file
-    print(f"audit {config.protocol_id} k={config.protocol.k}: ε >= "
+    print(f"audit {config.protocol_id} k={config.protocol.k} ({result.stage}): ε >= "
           f"{result.epsilon_lower_bound:.4f} at confidence {result.confidence:g} "
           f"(configured ε = {result.epsilon:g}; {result.samples} samples per input)")
     if out["exceeds_configured_epsilon"]:

@@ -30,7 +30,7 @@ from scipy.stats import beta
 
 from privfreq.protocols.base import FrequencyProtocol, ReportBatch, check_int
 
-__all__ = ["AuditResult", "audit", "clopper_pearson", "output_keys"]
+__all__ = ["STAGES", "AuditResult", "audit", "clopper_pearson", "output_keys"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class AuditResult:
     p0_hits: int                  # evaluation hits of the event under the numerator input
     p1_hits: int                  # ... and under the denominator input
     distinct_outputs: int
+    stage: str = "report"         # "report" (one report, ε) or "permanent" (round 1, ε∞)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -86,9 +87,24 @@ def _one_direction(tr_num, tr_den, ev_num, ev_den, n_train: int, n_eval: int, al
     return float(_log_ratio(h_num, h_den, n_eval, alpha)), len(event), h_num, h_den
 
 
+STAGES = ("report", "permanent")
+
+
 def audit(protocol: FrequencyProtocol, samples: int = 100_000, confidence: float = 0.95,
-          x0: int = 0, x1: int = 1, rng: np.random.Generator | None = None) -> AuditResult:
-    """Lower-bound ε of ``protocol`` on the pair ``(x0, x1)`` from ``samples`` reports each."""
+          x0: int = 0, x1: int = 1, rng: np.random.Generator | None = None,
+          stage: str = "report") -> AuditResult:
+    """Lower-bound ε of ``protocol`` on the pair ``(x0, x1)`` from ``samples`` reports each.
+
+    ``stage``: ``"report"`` audits one report against ``protocol.epsilon`` (a longitudinal
+    protocol's ε1: a fresh user's permanent and instantaneous rounds); ``"permanent"`` audits a
+    longitudinal protocol's round-1 output (public state and memo entry,
+    ``randomize_permanent``) against ``epsilon_perm`` (ε∞).
+    """
+    if stage not in STAGES:
+        raise ValueError(f"audit: stage must be one of {list(STAGES)}, got {stage!r}")
+    if stage == "permanent" and not getattr(protocol, "longitudinal", False):
+        raise ValueError(f"audit: stage 'permanent' needs a longitudinal protocol, got "
+                         f"{type(protocol).__name__}")
     samples = check_int("audit", "samples", samples, 4)
     x0 = check_int("audit", "x0", x0, 0, protocol.k - 1)
     x1 = check_int("audit", "x1", x1, 0, protocol.k - 1)
@@ -97,8 +113,10 @@ def audit(protocol: FrequencyProtocol, samples: int = 100_000, confidence: float
     if not (isinstance(confidence, (float, int)) and 0 < confidence < 1):
         raise ValueError(f"audit: confidence must be in (0, 1), got {confidence!r}")
     rng = np.random.default_rng() if rng is None else rng
-    b0 = protocol.randomize(np.full(samples, x0, dtype=np.int64), rng)
-    b1 = protocol.randomize(np.full(samples, x1, dtype=np.int64), rng)
+    sampler = protocol.randomize_permanent if stage == "permanent" else protocol.randomize
+    configured = protocol.epsilon_perm if stage == "permanent" else protocol.epsilon
+    b0 = sampler(np.full(samples, x0, dtype=np.int64), rng)
+    b1 = sampler(np.full(samples, x1, dtype=np.int64), rng)
     _, ids = np.unique(np.vstack([output_keys(b0), output_keys(b1)]), axis=0,
                        return_inverse=True)
     ids = ids.reshape(-1)
@@ -118,7 +136,7 @@ def audit(protocol: FrequencyProtocol, samples: int = 100_000, confidence: float
         (*_one_direction(tr1, tr0, ev1, ev0, n_train, n_eval, alpha), "x1/x0"),
         key=lambda r: r[0])
     lb, size, h_num, h_den, direction = best
-    return AuditResult(epsilon_lower_bound=max(0.0, lb), epsilon=float(protocol.epsilon),
+    return AuditResult(epsilon_lower_bound=max(0.0, lb), epsilon=float(configured),
                        confidence=float(confidence), samples=samples, x0=x0, x1=x1,
                        direction=direction, event_size=size, p0_hits=h_num, p1_hits=h_den,
-                       distinct_outputs=n_out)
+                       distinct_outputs=n_out, stage=stage)
