@@ -24,14 +24,22 @@ those of one run over all of them::
     privfreq aggregate --config c.json --input 'day2/*.avro' --output out/day2 \
         --totals-in out/day1/totals.npz --totals-out totals/day2.npz
 
+Inputs are identified by content (``schemas.files.file_digest``, digested before the job starts):
+totals remember the digests of the files they hold, a run refuses (naming them) input files
+already counted in its ``--totals-in`` unless ``--skip-seen`` skips them, and identical files in
+one run are reported in ``summary.json`` (``inputs.duplicates``) and counted once with
+``--skip-seen``.
+
 ``--streaming`` runs ``pipelines/aggregate_streaming.py`` (estimates per event-time window) with
 its own flags: ``privfreq aggregate --streaming --help``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
 
 import apache_beam as beam
 
@@ -41,7 +49,8 @@ from privfreq.protocols.base import Counts
 from privfreq.protocols.config import CollectionConfig
 from privfreq.transforms import outputs
 from privfreq.transforms.estimate import COMBINE_FANOUT, CountReports, decode_counts
-from privfreq.transforms.io import ReadReportFiles, WriteDeadLetters
+from privfreq.transforms.io import (ReadReportFiles, WriteDeadLetters, digest_inputs,
+                                    match_inputs)
 from privfreq.transforms.parse import INVALID, STATS, ParseReports, merge_stats
 
 __all__ = ["TOTALS", "build", "run"]
@@ -54,8 +63,14 @@ def _merge_prior(counts: Counts, prior_bytes: bytes) -> Counts:
     return counts.merge_in(totals_lib.loads(prior_bytes, "--totals-in").counts)
 
 
-def _write_totals(counts: Counts, config_json: str, path: str) -> None:
-    totals = totals_lib.Totals(CollectionConfig.from_json(config_json), counts)
+def _write_totals(counts: Counts, config_json: str, path: str, inputs_json: str,
+                  untracked: int, untracked_base: int | None) -> None:
+    """Write totals holding ``inputs_json``; ``untracked_base`` (a run without digested inputs):
+    the merged reports beyond it are untracked too."""
+    inputs = tuple(totals_lib.InputFile.from_dict(d) for d in json.loads(inputs_json))
+    if untracked_base is not None:
+        untracked += counts.n - untracked_base
+    totals = totals_lib.Totals(CollectionConfig.from_json(config_json), counts, inputs, untracked)
     outputs._write_bytes(path, totals_lib.dumps(totals))
 
 
@@ -67,19 +82,25 @@ def _totals_summary(counts: Counts, prior_n: int | None) -> dict | None:
             "n_block_total": counts.n_block.tolist()}
 
 
-def _write_results(est, stats: dict, totals: dict | None, config_json: str, out_dir: str):
+def _write_results(est, stats: dict, totals: dict | None, config_json: str, out_dir: str,
+                   inputs: dict | None = None):
     return outputs.write_results(est, stats, config_json=config_json, out_dir=out_dir,
-                                 totals=totals)
+                                 totals=totals, inputs=inputs)
 
 
-def build(p: beam.Pipeline, config: CollectionConfig, pattern: str, out_dir: str,
-          prior: totals_lib.Totals | None = None, write_totals: bool = False) -> None:
+def build(p: beam.Pipeline, config: CollectionConfig, pattern: str | None, out_dir: str,
+          prior: totals_lib.Totals | None = None, write_totals: bool = False,
+          files: list[totals_lib.InputFile] | None = None,
+          inputs_report: dict | None = None) -> None:
     """Attach the aggregation graph to ``p``, writing into ``out_dir``.
 
-    With ``prior`` (earlier totals of this config) the merged counts are added to it before
-    decoding; with ``write_totals`` they are written to ``out_dir/totals.npz``."""
+    Reads the files matching ``pattern``, or exactly ``files`` (digested ``InputFile``s, which the
+    written totals then record). With ``prior`` (earlier totals of this config) the merged counts
+    are added to it before decoding; with ``write_totals`` they are written to
+    ``out_dir/totals.npz``. ``inputs_report``: the summary's ``inputs`` entry."""
     config_json = config.to_json(indent=None)
-    cols = p | "ReadReports" >> ReadReportFiles(pattern, config.protocol.batch_rows)
+    cols = p | "ReadReports" >> ReadReportFiles(pattern if files is None else None,
+                                                config.protocol.batch_rows, files=files)
     # pcoll: ReportColumns (<= batch_rows records each)
     parsed = cols | "Parse" >> beam.ParDo(ParseReports(config)).with_outputs(
         INVALID, STATS, main="valid")
@@ -92,14 +113,44 @@ def build(p: beam.Pipeline, config: CollectionConfig, pattern: str, out_dir: str
     if prior is not None:
         counts = counts | "MergeTotalsIn" >> beam.Map(_merge_prior, totals_lib.dumps(prior))
     if write_totals:
-        _ = counts | "WriteTotals" >> beam.Map(_write_totals, config_json, f"{out_dir}/{TOTALS}")
+        held = [*(prior.inputs if prior is not None else ()), *(files or ())]
+        # A run by pattern records no inputs: its own reports are untracked, like those of
+        # version-1 totals.
+        untracked = prior.untracked_reports if prior is not None else 0
+        untracked_base = None if files is not None else (
+            prior.n_reports if prior is not None else 0)
+        _ = counts | "WriteTotals" >> beam.Map(
+            _write_totals, config_json, f"{out_dir}/{TOTALS}",
+            json.dumps([f.to_dict() for f in held]), untracked, untracked_base)
     with_totals = prior is not None or write_totals
     totals = counts | "TotalsSummary" >> beam.Map(
         _totals_summary, (prior.n_reports if prior is not None else 0) if with_totals else None)
     estimate = counts | "Decode" >> beam.Map(decode_counts, config_json)
     _ = estimate | "WriteResults" >> beam.Map(
         _write_results, beam.pvalue.AsSingleton(stats), beam.pvalue.AsSingleton(totals),
-        config_json, out_dir)
+        config_json, out_dir, inputs_report)
+
+
+def select_files(pattern: str, prior: totals_lib.Totals | None, skip_seen: bool
+                 ) -> tuple[list[totals_lib.InputFile], dict]:
+    """Match and digest the inputs, then ``totals.select_inputs`` against ``prior``'s inputs:
+    the files to count and the summary's ``inputs`` entry (with ``digest_seconds``).
+    ``ValueError`` for no match, or for seen files without ``skip_seen``."""
+    t0 = time.perf_counter()
+    digested = digest_inputs(match_inputs(pattern))
+    seconds = time.perf_counter() - t0
+    files, report = totals_lib.select_inputs(digested, prior.inputs if prior else (), skip_seen)
+    report["digest_seconds"] = round(seconds, 4)
+    report["untracked_prior_reports"] = prior.untracked_reports if prior else 0
+    for group in report["duplicates"]:
+        logging.warning("aggregate: identical input files %s (%s)", ", ".join(group),
+                        "counted once: --skip-seen" if skip_seen else "each counted")
+    for path in report["skipped_seen"]:
+        logging.warning("aggregate: %s skipped: already counted in --totals-in", path)
+    if prior is not None and prior.untracked_reports:
+        logging.warning("aggregate: %d reports of --totals-in have no recorded inputs; inputs "
+                        "among them cannot be recognised", prior.untracked_reports)
+    return files, report
 
 
 def run(argv=None, save_main_session=True):
@@ -121,14 +172,18 @@ def run(argv=None, save_main_session=True):
                         help="earlier totals (.npz) of the same config to add before decoding")
     parser.add_argument("--totals-out", default=None, metavar="PATH",
                         help="save the merged totals here (also written as DIR/totals.npz)")
+    parser.add_argument("--skip-seen", action="store_true",
+                        help="skip input files whose content is already counted in --totals-in "
+                             "(default: refuse them), and count identical input files once")
     args, beam_args = parser.parse_known_args(argv)
     config = common.load_config(args.config)
     prior = common.read_totals(args.totals_in, config)  # fail fast, before any work
+    files, report = select_files(common.input_pattern(args.input), prior, args.skip_seen)
     options = common.pipeline_options(beam_args, save_main_session)
     with common.staged_output(args.output) as tmp:
         with beam.Pipeline(options=options) as p:
-            build(p, config, common.input_pattern(args.input), tmp, prior=prior,
-                  write_totals=args.totals_out is not None)
+            build(p, config, None, tmp, prior=prior, write_totals=args.totals_out is not None,
+                  files=files, inputs_report=report)
     if args.totals_out is not None:
         common.write_bytes_atomic(args.totals_out,
                                   common.read_bytes(f"{args.output.rstrip('/')}/{TOTALS}"))

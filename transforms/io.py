@@ -8,20 +8,25 @@ read into ``ReportColumns`` batches. Reading a file in any number of ranges give
 records (and dead letters) of reading it whole.
 """
 
-from typing import Iterator, Tuple
+import concurrent.futures
+import os
+from typing import Iterator, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from privfreq import schemas
+from privfreq.protocols.totals import InputFile
 from privfreq.schemas.avro import read_avro_range
+from privfreq.schemas.files import chunk_digest, combine_digests, digest_chunks
 from privfreq.schemas.columns import ReportColumns
 from privfreq.schemas.parquet import PARQUET_MAGIC, read_parquet_range
 
-__all__ = ["DEFAULT_SPLIT_BYTES", "DEFAULT_SPLIT_ROWS", "FileRange", "ReadReportFiles",
-           "ReadReportRanges", "SplitReportFiles", "WriteDeadLetters", "open_file", "read_range",
+__all__ = ["DEFAULT_SPLIT_BYTES", "DEFAULT_SPLIT_ROWS", "DIGEST_THREADS", "FileRange",
+           "ReadReportFiles", "ReadReportRanges", "SplitReportFiles", "WriteDeadLetters",
+           "digest_inputs", "match_inputs", "open_file", "read_range",
            "report_format", "split_ranges"]
 
 # Avro files are read in byte ranges of 16 MiB: ~0.6 M GRR or ~0.1 M k=1024 MSS reports, 0.05-1 s
@@ -40,6 +45,45 @@ FileRange = Tuple[str, str, int, int]
 def open_file(path: str):
     """``path`` on any Beam filesystem, opened for reading as stored (no decompression)."""
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+# Digest threads: hashlib and file reads release the GIL, so chunks hash in parallel; twice the
+# cores keeps the CPUs busy while some threads wait on storage (object stores: network reads).
+DIGEST_THREADS = 2 * (os.cpu_count() or 1)
+
+
+def match_inputs(pattern: str) -> list[FileMetadata]:
+    """The files matching ``pattern`` on any Beam filesystem, sorted by path; ``ValueError`` when
+    it matches nothing (a typo, not an empty input)."""
+    try:
+        found = FileSystems.match([pattern])[0].metadata_list
+    except Exception as e:  # noqa: BLE001  (e.g. the directory does not exist)
+        raise ValueError(f"--input {pattern}: matched no file ({e})") from None
+    found = [m for m in found if not m.path.endswith("/")]
+    if not found:
+        raise ValueError(f"--input {pattern}: matched no file")
+    return sorted(found, key=lambda m: m.path)
+
+
+def digest_inputs(files: Sequence[FileMetadata], threads: int = DIGEST_THREADS
+                  ) -> list[InputFile]:
+    """The content digest (``schemas.files``) of every file, its chunks hashed by ``threads``
+    threads; one ``InputFile`` per file, in order."""
+    tasks = [(i, start, end) for i, m in enumerate(files)
+             for start, end in digest_chunks(m.size_in_bytes)]
+
+    def work(task):
+        i, start, end = task
+        with open_file(files[i].path) as fo:
+            return chunk_digest(fo, start, end)
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
+        done = list(pool.map(work, tasks))
+    per_file: list[list[bytes]] = [[] for _ in files]
+    for (i, _, _), d in zip(tasks, done):
+        per_file[i].append(d)
+    return [InputFile(combine_digests(per_file[i]), int(m.size_in_bytes), m.path)
+            for i, m in enumerate(files)]
 
 
 def report_format(path: str, head: bytes = b"") -> str:
@@ -117,25 +161,33 @@ class ReadReportRanges(beam.DoFn):
 
 
 class ReadReportFiles(beam.PTransform):
-    """PBegin -> PCollection[ReportColumns] from every file matching ``pattern`` (Avro or Parquet,
-    by extension or content).
+    """PBegin -> PCollection[ReportColumns] from every file matching ``pattern``, or of ``files``
+    (``InputFile``s chosen before the job), Avro or Parquet by extension or content.
 
     ``empty_match_treatment=DISALLOW``: a pattern that matches nothing is a user error (a typo),
     not an empty collection, and fails the job at once.
     """
 
-    def __init__(self, pattern: str, batch_rows: int, split_bytes: int = DEFAULT_SPLIT_BYTES,
-                 split_rows: int = DEFAULT_SPLIT_ROWS):
+    def __init__(self, pattern: str | None, batch_rows: int,
+                 split_bytes: int = DEFAULT_SPLIT_BYTES, split_rows: int = DEFAULT_SPLIT_ROWS,
+                 files: Sequence[InputFile] | None = None):
         super().__init__()
+        if (pattern is None) == (files is None):
+            raise ValueError("ReadReportFiles: give exactly one of pattern and files")
         self._pattern = pattern
+        self._files = None if files is None else [(f.path, f.size) for f in files]
         self._batch_rows = batch_rows
         self._split_bytes = split_bytes
         self._split_rows = split_rows
 
     def expand(self, pbegin):
-        ranges = (pbegin
-                  | "Match" >> fileio.MatchFiles(
-                      self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+        if self._files is None:
+            metadata = pbegin | "Match" >> fileio.MatchFiles(
+                self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+        else:  # the files chosen before the job (digested, seen ones skipped): no re-matching
+            metadata = (pbegin | "Files" >> beam.Create(self._files)
+                        | "Metadata" >> beam.MapTuple(FileMetadata))
+        ranges = (metadata
                   # pcoll: FileMetadata(path, size_in_bytes, ...)
                   | "Split" >> beam.ParDo(SplitReportFiles(self._split_bytes, self._split_rows))
                   # pcoll: (path, "avro"|"parquet", start, end)

@@ -72,7 +72,7 @@ def _rewrite(data, **changes):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"format_version": 2}, "format_version 2 is not supported"),
+    ({"format_version": 3}, "format_version 3 is not supported"),
     ({"format": "other"}, "not a privfreq totals file"),
     ({"fingerprint": "0" * 16}, "does not match its config"),
     ({"n_block": np.array([5, 5], dtype=np.int64)}, "disagree with the metadata"),
