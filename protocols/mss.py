@@ -15,7 +15,7 @@ from privfreq.protocols.attacks import f_or_uniform
 from privfreq.protocols.base import (Counts, Estimate, ReportBatch, check_epsilon, check_int,
                                      register_protocol)
 from privfreq.protocols.least_squares import LeastSquaresDecoder, LSBlock
-from privfreq.protocols.ss_sampler import fill_block_subsets, fill_subsets
+from privfreq.protocols.ss_sampler import check_report_memory, fill_block_subsets, fill_subsets
 from privfreq.protocols.subset_selection import (SSConstants, decode_subsets, encode_subsets,
                                                  ss_constants, subset_distribution)
 
@@ -121,6 +121,7 @@ class ModularSubsetSelection(LeastSquaresDecoder):
     def randomize(self, items, rng):
         x = self.check_items(items)
         n = len(x)
+        check_report_memory("MSS", n, self.omega_max)
         j = rng.integers(0, self.ell, n)
         if self.ell == 1:
             values = np.empty((n, self.omega_max), dtype=np.int64)

@@ -43,7 +43,7 @@ from privfreq.protocols import base, mss_covariance, mss_design, mss_linalg
 from privfreq.protocols.base import check_epsilon, check_int
 from privfreq.protocols.subset_selection import ss_constants
 
-__all__ = ["Candidate", "best_moduli", "plan", "primes_up_to"]
+__all__ = ["Candidate", "best_moduli", "min_payload_bytes", "plan", "primes_up_to"]
 
 DEFAULT_ELLS = (2, 3, 4)   # the paper's range: ℓ >= 5 needs moduli < k/4·…, ill-conditioned
 TARGETS = 10               # geometric grid points between the smallest feasible size and k
@@ -103,6 +103,17 @@ def _candidate_sets(k: int, ell: int, primes: np.ndarray, rng: np.random.Generat
         if len(band) >= ell:
             for _ in range(DRAWS_PER_TARGET):
                 yield tuple(sorted(int(p) for p in rng.choice(band, ell, replace=False)))
+
+
+def min_payload_bytes(k: int, epsilon: float, ells=DEFAULT_ELLS) -> float:
+    """Lower bound on the mean payload bytes of any feasible MSS design with ℓ in ``ells``, in O(1).
+
+    Each block's payload is at least ``min(m/8, ω) >= m·c − 1`` bytes with ``c = min(1/8,
+    1/(e^ε+1))`` (a bitmap or ω indices of >= 1 byte), linear in m, so the mean over blocks is at
+    least ``c·mean(m) − 1`` and the rank condition ``Σ m_j >= k + ℓ − 1`` bounds ``mean(m)``.
+    Used to refuse a config before the planner runs (23 s at k = 2^20)."""
+    c = min(1 / 8, 1 / (math.exp(epsilon) + 1))
+    return max(1.0, min(c * (k + ell - 1) / ell - 1 for ell in ells))
 
 
 def screen_margin(k: int) -> float:

@@ -25,7 +25,14 @@ import numpy as np
 if TYPE_CHECKING:
     from privfreq.protocols.subset_selection import SSConstants
 
-__all__ = ["fill_block_subsets", "fill_subsets", "sample_subsets"]
+__all__ = ["MAX_REPORT_VALUES_BYTES", "check_report_memory", "fill_block_subsets", "fill_subsets",
+           "sample_subsets"]
+
+# Largest ``ReportBatch.values`` one randomize call may allocate: 1 GiB (2^27 int64 values). The
+# sampler's temporaries are already chunked (BITMAP_*_BYTES, SORT_CHUNK_ELEMENTS below), so the
+# output array is the only allocation that grows with the batch; above this bound the call refuses
+# before allocating and names the batch size that fits (k = 2^20, ε = 1: ω = 282 005, so 476 rows).
+MAX_REPORT_VALUES_BYTES = 1 << 30
 
 SORT_NS_PER_ELEMENT = 5.0        # sort path, per subset element, no repeats (ω = 18: ~6.7 ns)
 SORT_NS_PER_REPEAT_ROUND = 2.0   # sort path, per element and per expected repeat (capped at 6)
@@ -51,6 +58,19 @@ FILL_DENSE_STEPS = 1
 FILL_COMPACT_EVERY = 4
 _ONE = np.uint64(1)
 _FULL64 = 1 << 64                # exclusive bound of a full-range uint64 draw
+
+
+def check_report_memory(owner: str, n: int, width: int, itemsize: int = 8) -> None:
+    """``ValueError`` before allocating when ``n`` reports of ``width`` values exceed
+    MAX_REPORT_VALUES_BYTES; the message gives the bytes asked for and the largest batch that fits."""
+    need = int(n) * int(width) * int(itemsize)
+    if need > MAX_REPORT_VALUES_BYTES:
+        fit = max(1, MAX_REPORT_VALUES_BYTES // (int(width) * int(itemsize)))
+        raise ValueError(
+            f"{owner}: randomizing {n} reports of {width} values each needs {need / 2**30:.1f} GiB "
+            f"for the reports alone (limit {MAX_REPORT_VALUES_BYTES / 2**30:.0f} GiB); randomize "
+            f"in batches of at most {fit} reports (batch_rows), or choose a protocol with shorter "
+            f"reports (privfreq plan)")
 
 
 def _expected_dups(m: int, omega: int) -> float:
@@ -378,6 +398,7 @@ def sample_subsets(values: np.ndarray, c: SSConstants, rng: np.random.Generator)
     """SS randomizer for a batch of values in ``[m]``: ``int64[n, ω]`` sorted subsets (SPEC §1):
     with probability p, r plus a uniform (ω−1)-subset of ``[m]∖{r}``, else a uniform ω-subset of
     ``[m]∖{r}``. See :func:`fill_subsets`."""
+    check_report_memory("SS", len(values), c.omega)
     out = np.empty((len(values), c.omega), dtype=np.int64)
     fill_subsets(out, None, values, c, rng)
     return out
