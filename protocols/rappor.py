@@ -26,6 +26,13 @@ CHUNK_ELEMENTS = 1 << 22
 # output_distribution enumerates 2^bloom_bits bit vectors per cohort.
 ENUMERATION_LIMIT_BITS = 12
 LSMR_TOL = 1e-10
+# Two-stage decoder (cohorts·bloom_bits < k): the Lasso penalty is LASSO_Z noise standard
+# deviations of a null candidate's score X_jᵀε (see ``select_candidates``): the universal
+# threshold sqrt(2 ln k) (about the max of k null scores; k·P(Z > sqrt(2 ln k)) < 0.1 for
+# k = 65 536). One more sd lost a planted item at 6 standard errors to the Lasso's shrinkage.
+LASSO_EXTRA_Z = 0.0
+LASSO_MAX_ITER = 2000
+LASSO_TOL = 1e-4
 
 
 def _check_prob(name: str, value) -> float:
@@ -64,8 +71,13 @@ class RAPPOR(PackedBitsPayload, LeastSquaresDecoder):
     ``t_{c,i} = (Y_{c,i} − p*·N_c)/((1−f)(q−p))`` is unbiased for the true Bloom-bit count, and
     ``E[t_c | N] = N_c·X_c f`` with ``X_c ∈ {0,1}^{b×k}`` the cohort's Bloom matrix. ``f̂`` solves the
     row-weighted least squares ``min Σ_c ||X_c f − t_c/N_c||²·N_c`` (LSMR on the sparse system;
-    unbiased when the stacked Bloom matrix has full column rank, which needs ``C·b >= k``). The
-    original paper's Lasso selection step is not used: every candidate of [k] is estimated.
+    unbiased when the stacked Bloom matrix has full column rank, which needs ``C·b >= k``).
+    When ``C·b < k`` (Bloom filters smaller than the domain, RAPPOR's own setting) the system is
+    underdetermined and the original decoder's two stages are used: (1) candidate selection by a
+    non-negative Lasso on the same weighted system (``select_candidates``, scikit-learn), (2) the
+    least squares above restricted to the selected columns, with standard errors from
+    ``covariance_diagonal`` on those columns (conditional on the selection); unselected items are
+    estimated 0 with stderr NaN. Candidates are the ids [k] (``candidates`` limits them).
     Variance and standard errors (``covariance_diagonal``): exact against the population's own
     frequencies, the report noise plus the users' random split among cohorts (SPEC §2's split
     term); dense, k <= DENSE_LIMIT, else NaN.
@@ -103,9 +115,6 @@ class RAPPOR(PackedBitsPayload, LeastSquaresDecoder):
         if not p < q:
             raise ValueError(f"RAPPOR: need p < q (IRR must favour the PRR bit), got p = {p}, "
                              f"q = {q}")
-        if self.cohorts * self.bloom_bits < self.k:
-            raise ValueError(f"RAPPOR: cohorts·bloom_bits must be >= k = {self.k} for the "
-                             f"regression to be identifiable, got {self.cohorts * self.bloom_bits}")
         object.__setattr__(self, "p", p)
         object.__setattr__(self, "q", q)
         f = 2.0 / (1.0 + math.exp(self.epsilon / (2 * self.hashes)))
@@ -207,14 +216,22 @@ class RAPPOR(PackedBitsPayload, LeastSquaresDecoder):
         acc.n_block += np.bincount(batch.block, minlength=self.cohorts)
         return acc
 
-    def _system(self, n_block):
-        """Row-scaled design ``A = diag(sqrt(N_c)) X`` restricted to non-empty cohorts."""
+    def _system(self, n_block, cols=None):
+        """Row-scaled design ``A = diag(sqrt(N_c)) X`` (columns ``cols`` only, if given)."""
         scale = np.repeat(np.sqrt(np.asarray(n_block, dtype=np.float64)), self.bloom_bits)
-        return sp.diags(scale) @ self.design, scale
+        x = self.design if cols is None else self.design[:, cols]
+        return sp.diags(scale) @ x, scale
 
-    def covariance_diagonal(self, n_block, f) -> np.ndarray:
+    @property
+    def full_rank_possible(self) -> bool:
+        """``C·b >= k``: the one-stage unbiased decoder applies."""
+        return self.cohorts * self.bloom_bits >= self.k
+
+    def covariance_diagonal(self, n_block, f, cols=None) -> np.ndarray:
         """``diag Cov(f̂)`` against the population's own frequencies f, given the cohort sizes
         ``N_c`` (dense: k <= DENSE_LIMIT, else NaN; inf when some item is not identifiable).
+        ``cols``: the least squares restricted to these columns (f then holds their frequencies;
+        the other items are taken as absent).
 
         ``f̂ = M⁻¹Σ_c X_cᵀt_c``, ``M = Σ_c N_c X_cᵀX_c``. Given its item a report's bits are
         independent (PRR and IRR flip each bit on its own), so given the cohort's users
@@ -225,19 +242,20 @@ class RAPPOR(PackedBitsPayload, LeastSquaresDecoder):
         ``U_c = M⁻¹X_cᵀ``: ``diag = Σ_c N_c[(U_c²)σ_c + κ·rowsum((U_c K_c) ⊙ U_c)] − κ(f − f²)/n``,
         ``K_c = X_c diag(f) X_cᵀ − β_cβ_cᵀ``.
         """
-        if self.k > DENSE_LIMIT:
-            return np.full(self.k, np.nan)
+        width = self.k if cols is None else len(cols)
+        if width > DENSE_LIMIT:
+            return np.full(width, np.nan)
         nb = np.asarray(n_block, dtype=np.float64)
         n = float(nb.sum())
         kappa = n / (n - 1) if n > 1 else 1.0
         f = np.asarray(f, dtype=np.float64)
-        a, _ = self._system(nb)
+        a, _ = self._system(nb, cols)
         try:
             chol = scipy.linalg.cho_factor((a.T @ a).toarray())
         except np.linalg.LinAlgError:
-            return np.full(self.k, np.inf)     # rank deficient: some item is not identifiable
-        x = self.design
-        u = scipy.linalg.cho_solve(chol, x.T.toarray())               # [k, C·b]
+            return np.full(width, np.inf)     # rank deficient: some item is not identifiable
+        x = self.design if cols is None else self.design[:, cols]
+        u = scipy.linalg.cho_solve(chol, x.T.toarray())               # [width, C·b]
         gain2 = ((1 - self.f) * (self.q - self.p)) ** 2
         out = -kappa * (f - f * f) / n
         b = self.bloom_bits
@@ -251,25 +269,81 @@ class RAPPOR(PackedBitsPayload, LeastSquaresDecoder):
             out += nb[c] * ((uc * uc) @ sigma + kappa * np.einsum("ij,ij->i", uc @ kc, uc))
         return np.maximum(out, 0.0)
 
-    def estimate(self, acc: Counts, stderr: bool = True) -> Estimate:
-        """Regression decode; standard errors are ``covariance_diagonal`` at the realised cohort
-        sizes and the plug-in frequencies (f̂ projected onto the simplex); ``stderr=False`` skips
-        them (NaN; they cost O(k³))."""
-        n = acc.n
-        if n == 0:
-            return Estimate(np.zeros(self.k), np.full(self.k, np.inf), {"n": 0})
+    def _rhs(self, acc: Counts):
         nb = acc.n_block.astype(np.float64)
         gain = (1 - self.f) * (self.q - self.p)
         t = (acc.counts - self.p_star * nb[:, None]) / gain            # true bit counts, unbiased
-        a, scale = self._system(nb)
+        scale = np.repeat(np.sqrt(nb), self.bloom_bits)
         with np.errstate(divide="ignore", invalid="ignore"):
-            rhs = np.where(scale > 0, t.ravel() / scale, 0.0)
-        sol = lsmr(a, rhs, atol=LSMR_TOL, btol=LSMR_TOL, maxiter=10 * self.k)
-        f_hat, istop, itn = sol[0], sol[1], sol[2]
-        se = (np.sqrt(self.covariance_diagonal(nb, project_simplex(f_hat))) if stderr
-              else np.full(self.k, np.nan))
-        return Estimate(f_hat, se, {"n": n, "lsmr_istop": int(istop), "lsmr_iterations":
+            return nb, np.where(scale > 0, t.ravel() / scale, 0.0)
+
+    def select_candidates(self, acc: Counts, candidates=None) -> np.ndarray:
+        """Stage 1 of the two-stage decoder: the candidate ids with a positive coefficient in the
+        non-negative Lasso ``min (1/2R)||A f − y||² + α||f||₁`` on the weighted system (R rows).
+
+        ``α = z·σ·sqrt(h·n)/R`` with ``z = sqrt(2 ln K) + LASSO_EXTRA_Z`` (K candidates): a null
+        candidate's score ``A_jᵀε`` has sd about ``σ·sqrt(h·n)`` (h Bloom bits, each in a row of
+        weight ``N_c``, Σ N_c = n; σ² = p*(1−p*)/gain², the per-row noise variance of y), and
+        the Lasso keeps j only when its score exceeds ``R·α``. At most ``C·b`` columns (by
+        coefficient) are kept so that the second stage stays identifiable.
+        """
+        from sklearn.linear_model import Lasso
+        cand = np.arange(self.k) if candidates is None else np.unique(np.asarray(candidates,
+                                                                                 np.int64))
+        nb, rhs = self._rhs(acc)
+        a, _ = self._system(nb, cand)
+        rows = a.shape[0]
+        gain = (1 - self.f) * (self.q - self.p)
+        sigma = math.sqrt(self.p_star * (1 - self.p_star)) / gain
+        z = math.sqrt(2 * math.log(max(2, len(cand)))) + LASSO_EXTRA_Z
+        alpha = z * sigma * math.sqrt(self.hashes * acc.n) / rows
+        model = Lasso(alpha=alpha, fit_intercept=False, positive=True, max_iter=LASSO_MAX_ITER,
+                      tol=LASSO_TOL, selection="cyclic")
+        import warnings
+        from sklearn.exceptions import ConvergenceWarning
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)   # a selection, not an estimate
+            model.fit(sp.csc_matrix(a), rhs)
+        coef = model.coef_
+        keep = np.flatnonzero(coef > 0)
+        limit = self.cohorts * self.bloom_bits
+        if len(keep) > limit:
+            keep = keep[np.argsort(-coef[keep], kind="stable")[:limit]]
+        return np.sort(cand[keep])
+
+    def estimate(self, acc: Counts, stderr: bool = True, candidates=None) -> Estimate:
+        """Regression decode; standard errors are ``covariance_diagonal`` at the realised cohort
+        sizes and the plug-in frequencies (f̂ projected onto the simplex); ``stderr=False`` skips
+        them (NaN; they cost O(k³)). ``C·b < k`` (or ``candidates`` given): two stages, Lasso
+        selection then least squares on the selected candidates (see the class docstring)."""
+        n = acc.n
+        if n == 0:
+            return Estimate(np.zeros(self.k), np.full(self.k, np.inf), {"n": 0})
+        nb, rhs = self._rhs(acc)
+        if self.full_rank_possible and candidates is None:
+            a, _ = self._system(nb)
+            sol = lsmr(a, rhs, atol=LSMR_TOL, btol=LSMR_TOL, maxiter=10 * self.k)
+            f_hat, istop, itn = sol[0], sol[1], sol[2]
+            se = (np.sqrt(self.covariance_diagonal(nb, project_simplex(f_hat))) if stderr
+                  else np.full(self.k, np.nan))
+            return Estimate(f_hat, se, {"n": n, "lsmr_istop": int(istop), "lsmr_iterations":
                                         int(itn), "epsilon_one": self.epsilon_one, "f": self.f})
+        sel = self.select_candidates(acc, candidates)
+        f_hat = np.zeros(self.k)
+        se = np.full(self.k, np.nan)
+        istop = itn = 0
+        if len(sel):
+            a, _ = self._system(nb, sel)
+            sol = lsmr(a, rhs, atol=LSMR_TOL, btol=LSMR_TOL, maxiter=10 * len(sel))
+            f_hat[sel], istop, itn = sol[0], sol[1], sol[2]
+            if stderr:
+                se[sel] = np.sqrt(self.covariance_diagonal(
+                    nb, np.clip(f_hat[sel], 0, None) / max(1.0, np.clip(f_hat[sel], 0, None).sum()),
+                    cols=sel))
+        return Estimate(f_hat, se, {"n": n, "decoder": "lasso+least-squares",
+                                    "selected": sel.tolist(), "lsmr_istop": int(istop),
+                                    "lsmr_iterations": int(itn), "epsilon_one": self.epsilon_one,
+                                    "f": self.f})
 
     def least_squares_blocks(self):
         """Cohort c: rows c·b .. c·b + b − 1 of the Bloom design, ``w_c = N_c``."""

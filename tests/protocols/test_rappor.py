@@ -144,7 +144,6 @@ def test_wire_round_trip_and_rejection():
                                  dict(k=5, epsilon=1.0, p=-0.1), dict(k=5, epsilon=1.0, q=1.5),
                                  dict(k=5, epsilon=1.0, hashes=0),
                                  dict(k=5, epsilon=1.0, bloom_bits=4, hashes=5),
-                                 dict(k=500, epsilon=1.0, bloom_bits=16, cohorts=4),
                                  dict(k=5, epsilon=1.0, cohorts=0),
                                  dict(k=5, epsilon=1.0, hash_seed=-1)])
 def test_validation(bad):
@@ -172,3 +171,41 @@ def test_variance_and_stderr_match_simulation(kwargs):
     assert per_trial.std() / per_trial.mean() / np.sqrt(800) < 0.015
     assert abs(per_trial.mean() / r.predicted_mse(1000, f) - 1) < 0.06
     assert 0.92 <= np.mean(np.abs(est - f) <= 2 * se) <= 0.985
+
+
+def test_two_stage_decoder_recovers_planted_heavy_hitters():
+    # k = 65 536 with 16 cohorts of 1024 Bloom bits (C·b = 16 384 < k): Lasso selection then least
+    # squares on the selection. 10 planted items at 4-8 % each (>= 6 standard errors of 0.0067
+    # at n = 2·10^5) among uniform background users. Measured once (seed 7): all 10 selected, no
+    # false candidate, and each estimate within 4.5 of its stderr of the truth. The selection is
+    # a threshold at sqrt(2 ln k) = 4.7 null sds, so a false candidate has probability about
+    # k·P(Z > 4.7) ≈ 0.09 per run; the seed is fixed.
+    k, n = 65_536, 200_000
+    r = RAPPOR(k=k, epsilon=4.0, bloom_bits=1024, hashes=2, cohorts=16)
+    rng = np.random.default_rng(7)
+    heavy = rng.choice(k, 10, replace=False)
+    freq = np.linspace(0.08, 0.04, 10)
+    counts = (freq * n).astype(int)
+    items = np.concatenate([np.repeat(heavy, counts), rng.integers(0, k, n - counts.sum())])
+    acc = r.add_reports(r.create_accumulator(), r.randomize(items, rng))
+    est = r.estimate(acc)
+    sel = set(est.diagnostics["selected"])
+    truth = set(heavy.tolist())
+    false_pos, false_neg = len(sel - truth), len(truth - sel)
+    assert false_neg == 0 and false_pos == 0, (false_pos, false_neg)
+    z = (est.frequencies[heavy] - counts / n) / est.stderr[heavy]
+    assert np.all(np.abs(z) < 4.5), z
+    unselected = np.setdiff1d(np.arange(k), heavy)
+    assert np.all(est.frequencies[unselected] == 0) and np.isnan(est.stderr[unselected]).all()
+
+
+def test_full_rank_decoder_kept_for_small_k():
+    r = RAPPOR(k=64, epsilon=4.0, bloom_bits=16, hashes=2, cohorts=4)
+    acc = r.add_reports(r.create_accumulator(),
+                        r.randomize(np.arange(2000) % 64, np.random.default_rng(1)))
+    assert "decoder" not in r.estimate(acc).diagnostics
+    small = RAPPOR(k=64, epsilon=4.0, bloom_bits=8, hashes=2, cohorts=4)     # C·b = 32 < k
+    acc = small.add_reports(small.create_accumulator(),
+                            small.randomize(np.zeros(2000, np.int64), np.random.default_rng(1)))
+    est = small.estimate(acc)
+    assert est.diagnostics["decoder"] == "lasso+least-squares" and 0 in est.diagnostics["selected"]
