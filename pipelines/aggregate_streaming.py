@@ -44,6 +44,10 @@ not staged: a streaming job has no end at which to publish it)::
     DIR/windows/<start>-<end>-pane<N>/summary.json        (outputs.SUMMARY_KEYS + WINDOW_KEYS)
     DIR/dead_letters/<uuid>.avro                          (one file per batch with rejects)
 
+``DIR/inputs/<digest>-<size>.json`` records each input content the poll watcher has read: after a
+restart with the same ``DIR`` it skips files already read (and copies of them under other names),
+and each window's panes continue from the latest pane of the earlier run (whose ``totals.npz``
+counts are added), so no file is counted twice and the highest pane still covers every report.
 ``<start>``/``<end>`` are UTC ``YYYYmmddTHHMMSS.mmmZ``. Panes accumulate: pane N of a window covers
 every report of it seen so far, so the highest N is the best estimate (late panes come only from
 reports within ``--allowed-lateness-seconds``; later ones are dropped by the runner). On a
@@ -56,6 +60,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import uuid
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -65,7 +70,7 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from privfreq.pipelines import common
 from privfreq.protocols.config import CollectionConfig
 from privfreq.transforms.parse import INVALID, STATS, ParseReports
-from privfreq.transforms.streaming import (WINDOWS, DecodeMessages, PollFiles,
+from privfreq.transforms.streaming import (INPUTS, WINDOWS, DecodeMessages, PollFiles,
                                            ReadTimedReportFiles, WindowedEstimates, WritePane,
                                            bucket_ms, check_windows, write_dead_letter_file)
 
@@ -86,8 +91,9 @@ def build_source(p: beam.Pipeline, args, granularity_ms: int, config: Collection
     if args.source == "files":
         if watcher == "poll":
             files = (p | "Pattern" >> beam.Create([args.input])
-                     | "PollFiles" >> beam.ParDo(PollFiles(args.poll_interval, args.max_duration,
-                                                           args.max_files)))
+                     | "PollFiles" >> beam.ParDo(PollFiles(
+                         args.poll_interval, args.max_duration, args.max_files,
+                         f"{args.output.rstrip('/')}/{INPUTS}")))
         else:
             now = Timestamp.now()
             stop = MAX_TIMESTAMP if args.max_duration is None else now + args.max_duration
@@ -138,7 +144,8 @@ def build(p: beam.Pipeline, config: CollectionConfig, args, watcher: str = "poll
              | "Windows" >> WindowedEstimates(config, args.window_seconds, args.period_seconds,
                                               args.allowed_lateness_seconds))
     # pcoll: one dict per fired pane (window, pane index, accumulated counts, stats, estimate)
-    _ = panes | "WritePanes" >> beam.ParDo(WritePane(args.output, config.to_json(indent=None)))
+    _ = panes | "WritePanes" >> beam.ParDo(WritePane(args.output, config.to_json(indent=None),
+                                                     uuid.uuid4().hex))
 
 
 def parser() -> argparse.ArgumentParser:

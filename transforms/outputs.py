@@ -74,8 +74,10 @@ TRUTH_KEYS = {
                        "true_frequency, estimate",
 }
 WINDOW_KEYS = {
-    "window": "start, end (s since the epoch), start_utc, end_utc, pane_index, timing",
-    "n_reports_in_window": "reports counted in the window so far (panes accumulate)",
+    "window": "start, end (s since the epoch), start_utc, end_utc, pane_index, timing, run_id, "
+              "n_reports_earlier_runs (carried over from the latest pane of earlier runs)",
+    "n_reports_in_window": "reports counted in the window so far (panes accumulate, also across "
+                           "restarts)",
     "n_block": "reports per block in the window",
 }
 

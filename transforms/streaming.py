@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import logging
 import math
 import time
@@ -38,22 +39,26 @@ import apache_beam as beam
 import fastavro
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from privfreq import schemas
+from privfreq.protocols import totals as totals_lib
 from privfreq.protocols.base import Counts, ReportBatch
 from privfreq.protocols.config import CollectionConfig
+from privfreq.protocols.totals import InputFile
 from privfreq.schemas.avro import AVRO_MAGIC, decode_report_record, read_avro_range
 from privfreq.schemas.columns import NO_EVENT_TIME, RAW_LIMIT, ReportColumns
+from privfreq.schemas.files import file_digest
 from privfreq.transforms import outputs
 from privfreq.transforms.estimate import CountReports, decode_counts
 from privfreq.transforms.io import open_file, read_range, split_ranges
 from privfreq.transforms.parse import empty_stats, merge_stats
 
-__all__ = ["CountReportsAndStats", "DecodeMessages", "PollFiles", "ReadTimedReportFiles",
-           "WINDOWS", "WindowedEstimates", "WritePane", "bucket_ms", "check_windows",
+__all__ = ["CountReportsAndStats", "DecodeMessages", "INPUTS", "PollFiles", "ReadTimedReportFiles",
+           "WINDOWS", "load_seen_inputs", "WindowedEstimates", "WritePane", "bucket_ms", "check_windows",
            "window_dir_name", "write_dead_letter_file"]
 
 WINDOWS = "windows"
@@ -143,19 +148,62 @@ class DecodeMessages(beam.DoFn):
         yield from _stamped(batches, ms, self._granularity_ms, self._use_event_time)
 
 
+# ----- inputs seen across restarts ----------------------------------------------------------------
+INPUTS = "inputs"  # DIR/inputs/<digest>-<size>.json: one record per input content counted
+
+
+def _input_record_path(state_dir: str, f: InputFile) -> str:
+    return f"{state_dir.rstrip('/')}/{f.digest.split(':')[-1]}-{f.size}.json"
+
+
+def load_seen_inputs(state_dir: str) -> dict[tuple[str, int], InputFile]:
+    """The input contents recorded in ``state_dir`` by earlier runs (empty if none)."""
+    try:
+        found = FileSystems.match([f"{state_dir.rstrip('/')}/*.json"])[0].metadata_list
+    except Exception:  # noqa: BLE001  (no directory yet: nothing seen)
+        return {}
+    seen = {}
+    for md in found:
+        with FileSystems.open(md.path) as f:
+            rec = InputFile.from_dict(json.loads(f.read().decode("utf-8")))
+        seen[rec.key] = rec
+    return seen
+
+
 class PollFiles(beam.DoFn):
     """pattern -> FileMetadata of each new matching file, polling every ``interval`` seconds until
     ``max_duration`` seconds have passed (then one last poll) or ``max_files`` files were found.
 
+    With ``state_dir`` each new file is digested (``schemas.files``): a file whose content was
+    already read, in this run or by an earlier run recorded in ``state_dir``, is skipped (logged,
+    counter ``privfreq:skipped_seen_files``); a new content is recorded there
+    (``<digest>-<size>.json``, written atomically) before the file is emitted.
+
     For in-process runners only: the loop holds one bundle open, which a distributed streaming
     runner would never commit (``fileio.MatchContinuously`` is used there)."""
 
-    def __init__(self, interval: float, max_duration: float | None, max_files: int | None):
+    def __init__(self, interval: float, max_duration: float | None, max_files: int | None,
+                 state_dir: str | None = None):
         self._interval = interval
         self._max_duration = max_duration
         self._max_files = max_files
+        self._state_dir = state_dir
+
+    def _new_content(self, md, contents: dict) -> bool:
+        """True (and recorded) when ``md``'s content is new; False when it was seen."""
+        f = InputFile(file_digest(lambda: open_file(md.path), md.size_in_bytes),
+                      int(md.size_in_bytes), md.path)
+        if f.key in contents:
+            logging.warning("PollFiles: %s skipped: its content was already read as %s",
+                            md.path, contents[f.key].path)
+            Metrics.counter("privfreq", "skipped_seen_files").inc()
+            return False
+        contents[f.key] = f
+        outputs.write_text_atomic(_input_record_path(self._state_dir, f), json.dumps(f.to_dict()))
+        return True
 
     def process(self, pattern: str):
+        contents = load_seen_inputs(self._state_dir) if self._state_dir else {}
         seen: set[str] = set()
         deadline = None if self._max_duration is None else time.monotonic() + self._max_duration
         while True:
@@ -168,7 +216,8 @@ class PollFiles(beam.DoFn):
             for md in sorted(found, key=lambda m: m.path):
                 if md.path not in seen:
                     seen.add(md.path)
-                    yield md
+                    if self._state_dir is None or self._new_content(md, contents):
+                        yield md
                     if self._max_files is not None and len(seen) >= self._max_files:
                         return
             if last:
@@ -275,27 +324,86 @@ def window_dir_name(start: float, end: float, pane_index: int) -> str:
     return f"{_utc(start)}-{_utc(end)}-pane{pane_index}"
 
 
-class WritePane(beam.DoFn):
-    """A pane dict -> ``DIR/windows/<start>-<end>-pane<N>/`` (estimates.parquet, summary.json),
-    written into a hidden staging directory and renamed into place; a re-fired (retried) pane
-    replaces its directory whole."""
+PANE_TOTALS = "totals.npz"  # a pane's merged counts (protocols.totals), for a restarted run
 
-    def __init__(self, out_dir: str, config_json: str):
+
+def _stats_of_summary(summary: dict) -> dict:
+    return {"read": summary["n_read"], "accepted": summary["n_accepted"],
+            "rejected": summary["rejected_by_reason"],
+            "regions": summary.get("unreadable_regions", {})}
+
+
+class WritePane(beam.DoFn):
+    """A pane dict -> ``DIR/windows/<start>-<end>-pane<N>/`` (estimates.parquet, summary.json,
+    totals.npz), written into a hidden staging directory and renamed into place; a re-fired
+    (retried) pane replaces its directory whole.
+
+    Panes continue across restarts: a run (``run_id``) whose window already has panes written by
+    earlier runs adds the counts and tallies of the latest of them (its ``totals.npz``) to its own
+    and numbers its panes after them, so the highest pane of a window still covers every report
+    read for it. (With the watcher's ``state_dir``, files read before the restart are not read
+    again, so nothing is counted twice.)"""
+
+    def __init__(self, out_dir: str, config_json: str, run_id: str = ""):
         self._out = out_dir.rstrip("/")
         self._config_json = config_json
+        self._run_id = run_id
+        self._earlier: dict[str, tuple] = {}
+
+    def _earlier_pane(self, prefix: str) -> tuple[int, Counts | None, dict | None]:
+        """(next pane index, counts, stats) of the latest pane an earlier run wrote."""
+        if prefix in self._earlier:
+            return self._earlier[prefix]
+        best = (-1, None)
+        try:
+            found = FileSystems.match([f"{prefix}*/{outputs.SUMMARY}"])[0].metadata_list
+        except Exception:  # noqa: BLE001  (no windows yet)
+            found = []
+        for md in found:
+            with FileSystems.open(md.path) as f:
+                summary = json.loads(f.read().decode("utf-8"))
+            if summary.get("window", {}).get("run_id") == self._run_id:
+                continue
+            index = int(summary["window"]["pane_index"])
+            if index > best[0]:
+                best = (index, md.path)
+        result = (0, None, None)
+        if best[1] is not None:
+            pane_dir = best[1][:-len(outputs.SUMMARY) - 1]
+            with FileSystems.open(best[1]) as f:
+                stats = _stats_of_summary(json.loads(f.read().decode("utf-8")))
+            with FileSystems.open(f"{pane_dir}/{PANE_TOTALS}") as f:
+                counts = totals_lib.loads(f.read(), f"{pane_dir}/{PANE_TOTALS}").counts
+            result = (best[0] + 1, counts, stats)
+        self._earlier[prefix] = result
+        return result
 
     def process(self, pane: dict) -> Iterator[str]:
-        name = window_dir_name(pane["window_start"], pane["window_end"], pane["pane_index"])
+        prefix = f"{self._out}/{WINDOWS}/" + window_dir_name(
+            pane["window_start"], pane["window_end"], 0)[:-1]
+        base, counts0, stats0 = self._earlier_pane(prefix)
+        counts, stats, estimate = pane["counts"], pane["stats"], pane["estimate"]
+        if counts0 is not None:
+            counts = counts.copy().merge_in(counts0)
+            stats = merge_stats([stats, stats0])
+            estimate = decode_counts(counts.copy(), self._config_json)
+        index = base + pane["pane_index"]
+        name = window_dir_name(pane["window_start"], pane["window_end"], index)
         final = f"{self._out}/{WINDOWS}/{name}"
         tmp = outputs.staging_dir(final, hidden=True)
         window = {"window": {"start": pane["window_start"], "end": pane["window_end"],
                              "start_utc": _utc(pane["window_start"]),
                              "end_utc": _utc(pane["window_end"]),
-                             "pane_index": pane["pane_index"], "timing": pane["timing"]},
-                  "n_reports_in_window": pane["n"],
-                  "n_block": pane["counts"].n_block.tolist()}
+                             "pane_index": index, "timing": pane["timing"],
+                             "run_id": self._run_id,
+                             "n_reports_earlier_runs": counts0.n if counts0 is not None else 0},
+                  "n_reports_in_window": counts.n,
+                  "n_block": counts.n_block.tolist()}
         try:
-            outputs.write_results(pane["estimate"], pane["stats"], config_json=self._config_json,
+            config = CollectionConfig.from_json(self._config_json)
+            outputs._write_bytes(f"{tmp}/{PANE_TOTALS}",
+                                 totals_lib.dumps(totals_lib.Totals(config, counts.copy())))
+            outputs.write_results(estimate, stats, config_json=self._config_json,
                                   out_dir=tmp, window=window, plot=False)
             outputs.commit_output(tmp, final)
         except BaseException:

@@ -183,7 +183,8 @@ def test_decode_messages_containers_single_records_and_garbage():
              | beam.Map(_collect_pane))
     got = sorted(_OUT, key=lambda x: x[0])
     assert [(s, n) for s, n, _ in got] == [(T0, 4), (T0 + W, 1)]
-    assert got[0][2] == {"read": 5, "accepted": 4, "rejected": {"MALFORMED_RECORD": 1}}
+    assert got[0][2] == {"read": 5, "accepted": 4, "rejected": {"MALFORMED_RECORD": 1},
+                         "regions": {}}
 
 
 def _args(*extra):
