@@ -10,7 +10,9 @@ peak RSS is its own, read from ``ru_maxrss`` of the child and its workers):
 * ``floor``: one process, no Beam: Parquet row groups -> payload matrix -> the protocol's
   ``decode_payloads`` + ``add_reports`` (``np.bincount``) -- the least work that yields the counts;
 * ``read parquet`` / ``read avro``: our readers alone (``ReportColumns`` batches, no validation);
-* ``pipeline parquet`` / ``pipeline avro``: ``pipelines.aggregate`` (read, validate, dead letters,
+* ``digest parquet`` / ``digest avro`` (``--digest``): the content digests of the input that
+  ``aggregate`` takes before its job (``transforms.io.digest_inputs``), a share of the pipeline;
+* ``pipeline parquet`` / ``pipeline avro``: ``pipelines.aggregate`` (digest, read, validate, dead letters,
   CombineFn with fanout, decode, write) on the in-process FnApiRunner with
   ``--direct_num_workers=2``, once multi-threaded and once multi-process; wall time of ``run()``
   including pipeline start-up.
@@ -106,6 +108,16 @@ def child_read(fmt: str, path: str, batch_rows: int) -> dict:
     return {"seconds": time.perf_counter() - t0, "n": n}
 
 
+def child_digest(paths: list[str]) -> dict:
+    """The input digests ``aggregate`` takes before its job (``transforms.io.digest_inputs``)."""
+    from privfreq.transforms.io import digest_inputs, match_inputs
+    t0 = time.perf_counter()
+    files = [m for p in paths for m in match_inputs(p)]
+    digest_inputs(files)
+    return {"seconds": time.perf_counter() - t0, "n": -1,
+            "bytes": sum(m.size_in_bytes for m in files)}
+
+
 def child_pipeline(config_path: str, pattern: str, out: str, mode: str) -> dict:
     import logging
     logging.getLogger().setLevel(logging.WARNING)
@@ -121,7 +133,8 @@ def child_pipeline(config_path: str, pattern: str, out: str, mode: str) -> dict:
 
 def _child_main(argv: list[str]) -> None:
     kind, args = argv[0], json.loads(argv[1])
-    out = {"floor": child_floor, "read": child_read, "pipeline": child_pipeline}[kind](**args)
+    out = {"floor": child_floor, "read": child_read, "pipeline": child_pipeline,
+           "digest": child_digest}[kind](**args)
     out["rss_mb"] = _rss_mb()
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -188,6 +201,8 @@ def main(argv=None) -> None:
                     help="FnApiRunner running modes to measure, comma-separated")
     ap.add_argument("--workdir", default=None, help="keep the files here (default: a temp dir)")
     ap.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    ap.add_argument("--digest", action="store_true",
+                    help="also time the input digests aggregate takes before its job")
     ap.add_argument("--micro", action="store_true",
                     help="only time decode_payloads + add_reports in this process (no files)")
     args = ap.parse_args(argv)
@@ -212,12 +227,12 @@ def main(argv=None) -> None:
     t_rand = time.perf_counter() - t0
     t0 = time.perf_counter()
     with open(avro, "wb") as fo:
-        write_avro_reports(fo, config, pieces)
+        write_avro_reports(fo, config.fingerprint, config.protocol_id, pieces)
     t_avro = time.perf_counter() - t0
     t0 = time.perf_counter()
-    write_parquet_reports(parquet, config, pieces)
+    write_parquet_reports(parquet, config.fingerprint, config.protocol_id, pieces)
     t_parquet = time.perf_counter() - t0
-    write_parquet_reports(tiny, config, report_pieces(config, items[:1000],
+    write_parquet_reports(tiny, config.fingerprint, config.protocol_id, report_pieces(config, items[:1000],
                                                       np.random.default_rng(7)))
     del items, pieces
     rows = batch_rows(config)
@@ -231,6 +246,9 @@ def main(argv=None) -> None:
                                                    "path": parquet, "batch_rows": rows}),
               ("read parquet", "read", {"fmt": "parquet", "path": parquet, "batch_rows": rows}),
               ("read avro", "read", {"fmt": "avro", "path": avro, "batch_rows": rows})]
+    if args.digest:
+        passes += [("digest parquet", "digest", {"paths": [parquet]}),
+                   ("digest avro", "digest", {"paths": [avro]})]
     for mode in [m for m in args.modes.split(",") if m]:
         short = "threads" if mode == "multi_threading" else "processes"
         for fmt, path in (("start-up", tiny), ("parquet", parquet), ("avro", avro)):
@@ -241,6 +259,8 @@ def main(argv=None) -> None:
     for _ in range(args.repeat):
         for label, kind, kw in passes:
             r = _run_child(kind, **kw)
+            if kind == "digest":
+                r["n"] = args.n  # reports whose file was digested
             if r["n"] != (1000 if "start-up" in label else args.n):
                 raise RuntimeError(f"{label}: read {r['n']} reports, wrote {args.n}")
             if label not in best or r["seconds"] < best[label]["seconds"]:
@@ -272,6 +292,14 @@ def main(argv=None) -> None:
               f"pipeline avro / parquet = {rate[av_l] / rate[pq_l]:.2f} (target >= 0.5); "
               f"without the {up:.2f} s start-up: {steady[pq_l] / floor:.2f} and "
               f"{steady[av_l] / steady[pq_l]:.2f}")
+    if args.digest:
+        for fmt in ("parquet", "avro"):
+            d = best[f"digest {fmt}"]["seconds"]
+            for mode in ("threads", "processes"):
+                lab = f"pipeline {fmt} ({mode})"
+                if lab in best:
+                    print(f"digest {fmt}: {d:.3f} s = {d / best[lab]['seconds']:.1%} of {lab} "
+                          f"(which includes it; goal < 10 %)")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -178,8 +178,8 @@ def run(argv=None, save_main_session=True):
     args, beam_args = parser.parse_known_args(argv)
     config = common.load_config(args.config)
     prior = common.read_totals(args.totals_in, config)  # fail fast, before any work
-    files, report = select_files(common.input_pattern(args.input), prior, args.skip_seen)
     options = common.pipeline_options(beam_args, save_main_session)
+    files, report = select_files(common.input_pattern(args.input), prior, args.skip_seen)
     with common.staged_output(args.output) as tmp:
         with beam.Pipeline(options=options) as p:
             build(p, config, None, tmp, prior=prior, write_totals=args.totals_out is not None,

@@ -6,7 +6,7 @@ client or gateway uses them without Beam:
   produce and ``transforms.parse`` validates);
 * ``schemas.avro``: Avro container writer (vectorized) and byte-range reader, varints;
 * ``schemas.parquet``: Parquet writer and row-group-range reader;
-* ``schemas.files``: writing a local file whole or not at all.
+* ``schemas.files``: writing a local file whole or not at all; the content digest of an input file.
 
 Files (package data, version 1):
 

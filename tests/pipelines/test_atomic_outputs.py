@@ -158,7 +158,7 @@ def test_streaming_pane_failure_leaves_no_window_directory(tmp_path, monkeypatch
     assert _listing(tmp_path / "live" / "windows") == []
     monkeypatch.undo()
     (final,) = writer.process(pane)
-    assert _listing(final) == ["estimates.parquet", "summary.json"]
+    assert _listing(final) == ["estimates.parquet", "summary.json", "totals.npz"]
 
 
 # ----- client randomness ---------------------------------------------------------------------------
