@@ -200,10 +200,30 @@ class DBitFlipPM(Longitudinal, FrequencyProtocol):
         return b * h / (n * d * (h - 1) ** 2) + f * (b / d - 1) / n
 
     def influence_bound(self, n_block):
-        """One report moves ``f̂_j`` by its own term ``(b/(n d))·h/(h−1)`` at most (and the 1/n
-        rescaling of the rest, bounded the same way by ``|f̂_j|/n``); conservative: twice it."""
-        n = int(np.sum(n_block)) + 1
-        return 2 * self.k * self.h / (n * self.d * (self.h - 1))
+        """One report adds ``δ ∈ {0, −1, h}`` to ``S_j = ones_j(h+1) − holders_j`` and 1 to n:
+        ``f̂_j`` moves by ``(b/d)/(h−1)·|δ − S_j/n|/(n+1)`` with ``S_j/n ∈ [−1, h]``, so at most
+        ``(b/d)(h+1)/((n+1)(h−1))``."""
+        n = int(np.sum(n_block))
+        return self.k * (self.h + 1) / (self.d * (n + 1) * (self.h - 1))
+
+    def worst_case_influence(self, counts):
+        """Per bucket, ``max_δ (b/d)/(h−1)·|δ − S_j/n|/(n+1)`` over ``δ ∈ {0, −1, h}``."""
+        n = counts.n
+        s = (counts.counts[0] * (self.h + 1) - counts.counts[1]) / max(n, 1)
+        dev = np.max(np.abs(np.array([0.0, -1.0, self.h])[:, None] - s[None, :]), axis=0)
+        return self.k * dev / (self.d * (n + 1) * (self.h - 1))
+
+    def attack(self, batch, rng):
+        """A uniform reported bucket whose bit is 1 (uniform over [b] if none)."""
+        from privfreq.protocols.attacks import mask_attack
+
+        def mask(sl):
+            vals = batch.values[sl]
+            m = np.zeros((len(vals), self.k), dtype=bool)
+            rows = np.repeat(np.arange(len(vals)), self.d)
+            m[rows, vals[:, :self.d].reshape(-1)] = vals[:, self.d:].reshape(-1).astype(bool)
+            return m
+        return mask_attack(self, batch, rng, mask)
 
     # ----- exact distributions -----------------------------------------------------------------
     def _enumerate(self, item):

@@ -13,6 +13,10 @@ MSS_MODULI = {7: (4, 5), 40: (23, 29)}   # pairwise coprime, Σm − ℓ + 1 >= 
 
 def make(pid, k, eps):
     cls = get_protocol_class(pid)
+    if pid == "dbitflip":  # no instantaneous round: one report is ε∞
+        return cls(k, epsilon_perm=eps)
+    if getattr(cls, "longitudinal", False):  # ε is one report's ε1; the permanent round 2ε
+        return cls(k, epsilon_perm=2 * eps, epsilon=eps)
     return cls(k, eps, MSS_MODULI[k]) if pid == "mss" else cls(k, eps)
 
 

@@ -25,6 +25,12 @@ CONFIGS = {
     "rappor": {"k": 6, "epsilon": 2.0, "bloom_bits": 8, "hashes": 2, "cohorts": 2, "p": 0.25,
                "q": 0.75},
     "mss": {"k": 14, "epsilon": 1.0, "moduli": [7, 8]},
+    "lgrr": {"k": 6, "epsilon_perm": 2.0, "epsilon": 1.0},
+    "losue": {"k": 10, "epsilon_perm": 2.0, "epsilon": 1.0},
+    "lsue": {"k": 10, "epsilon_perm": 2.0, "epsilon": 1.0},
+    "loloha": {"k": 8, "epsilon_perm": 2.0, "epsilon": 1.0},
+    "biloloha": {"k": 8, "epsilon_perm": 2.0, "epsilon": 1.0},
+    "dbitflip": {"k": 6, "epsilon_perm": 2.0, "d": 1},
 }
 CONFIGS_MSS3 = {"k": 19, "epsilon": 2.0, "moduli": [5, 7, 9]}
 N = 300
