@@ -50,10 +50,12 @@ class SSConstants:
         return (self.m + 7) // 8
 
 
-def ss_constants(m: int, epsilon: float) -> SSConstants:
-    """ω = max(1, rint(m/(e^ε+1))), p = ωe^ε/(ωe^ε+m−ω), q as in SPEC §1."""
+def ss_constants(m: int, epsilon: float, omega: int | None = None) -> SSConstants:
+    """ω = max(1, rint(m/(e^ε+1))) unless given (ASS, SPEC §10: any ω in [1, m−1]),
+    p = ωe^ε/(ωe^ε+m−ω), q as in SPEC §1."""
     e = math.exp(epsilon)
-    omega = max(1, int(np.rint(m / (e + 1))))
+    if omega is None:
+        omega = max(1, int(np.rint(m / (e + 1))))
     denom = omega * e + m - omega
     p = omega * e / denom
     q = (omega * e * (omega - 1) + (m - omega) * omega) / ((m - 1) * denom)
