@@ -2,7 +2,8 @@
 
     privfreq encode --config config.json --input items.csv --output reports.avro [--seed S]
     privfreq encode --config config.json --input items.csv --output reports.parquet
-
+    privfreq encode --config loloha.json --input day.parquet --round R --state users.sqlite \
+        --output day-R.avro
 
 ``--input`` is CSV or Parquet; the items are the column named ``item``, or the only column. A CSV
 whose first line is a single integer has no header (one column, every line an item); any other
@@ -14,6 +15,19 @@ rename): Avro with ``schemas/report.avsc`` records (the default), or Parquet wit
 ``schemas.REPORT_PARQUET_SCHEMA`` when ``--format parquet`` is given or the output ends in
 ``.parquet``. Both are written vectorized by ``schemas.avro`` / ``schemas.parquet`` (no per-report
 Python). For the same ``--seed`` both formats hold the same reports in the same order.
+
+**Longitudinal protocols** (``lgrr``, ``losue``, ``lsue``, ``loloha``, ``biloloha``,
+``dbitflip``; SPEC §7) keep per-user state: ``--state users.sqlite`` names the SQLite store
+(``protocols.longitudinal_client.SqliteStateStore``) and the input needs the columns ``user_id``
+and ``item`` (integers). Rows are handled in batches of :data:`STATE_BATCH_ROWS`; each batch is one
+SQLite transaction (memo entries drawn for keys a user never used, ledger updated) committed before
+the next batch starts, and the report file is renamed into place only after the last commit. A
+crash at any point therefore leaves either no report file or a complete one, and every memo entry
+a committed batch drew is reused by the re-run (a memo entry once used is never redrawn: a
+re-run's reports come from the same permanent responses). ``--round R`` (an integer >= 0) is
+written into every report's optional ``round`` field. A state file of another config, or a user
+who has reported whose memo is missing, is a ``StateError`` (a ``ValueError``) before any report
+is written. Without ``--state`` a longitudinal protocol randomizes every row as a fresh user.
 
 Needs only numpy, pyarrow and fastavro: this module (and ``privfreq encode``) never imports Beam.
 """
@@ -35,9 +49,14 @@ from privfreq.schemas.avro import write_avro_reports
 from privfreq.schemas.files import replaced_atomically
 from privfreq.schemas.parquet import write_parquet_reports
 
-__all__ = ["FORMATS", "encode_items", "output_format", "read_items", "report_pieces", "run"]
+__all__ = ["FORMATS", "STATE_BATCH_ROWS", "encode_items", "encode_with_state", "output_format",
+           "read_items", "read_user_items", "report_pieces", "run"]
 
 FORMATS = ("avro", "parquet")
+# Rows per SQLite transaction of ``encode --state``: a commit with synchronous=FULL costs ~1-10 ms
+# (an fsync), a batch of 2^16 users ~1-2 s of SQLite work, so the commit is <1 % of a batch, and
+# a crash loses at most one batch of work (never state: the batch is rolled back whole).
+STATE_BATCH_ROWS = 1 << 16
 
 
 _INT = re.compile(r"\s*-?\d+\s*")  # an int64 CSV value as pyarrow parses it (plus range)
@@ -108,6 +127,52 @@ def read_items(path: str) -> np.ndarray:
     return items.astype(np.int64)
 
 
+def read_user_items(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(user_id int64[n], item int64[n])`` from a CSV (with a header) or Parquet file with the
+    columns ``user_id`` and ``item``; errors name the file and the first bad row."""
+    if path.endswith(".parquet"):
+        names = pq.read_schema(path).names
+        _need_user_columns(path, names)
+        table = pq.read_table(path, columns=["user_id", "item"])
+    elif path.endswith(".csv"):
+        names = _csv_header(path) or []
+        _need_user_columns(path, names)
+        read_options = pacsv.ReadOptions()
+        convert = pacsv.ConvertOptions(include_columns=["user_id", "item"],
+                                       column_types={"user_id": pa.int64(), "item": pa.int64()},
+                                       null_values=[""])
+        try:
+            table = pacsv.read_csv(path, read_options=read_options, convert_options=convert)
+        except pa.ArrowInvalid:
+            for column in ("user_id", "item"):
+                why = _bad_csv_row(path, read_options, column)
+                if why.startswith("row"):
+                    raise ValueError(f"input: {path!r} column {column!r} {why}") from None
+            raise ValueError(f"input: {path!r}: user ids and items must be 64-bit integers") \
+                from None
+    else:
+        raise ValueError(f"input: must end in .csv or .parquet, got {path!r}")
+    if table.num_rows == 0:
+        raise ValueError(f"input: {path!r} has no rows")
+    out = []
+    for name in ("user_id", "item"):
+        col = table.column(name)
+        if col.null_count:
+            row = col.to_pylist().index(None) + 1
+            raise ValueError(f"input: {path!r} row {row}: column {name!r} is empty")
+        if not pa.types.is_integer(col.type):
+            raise ValueError(f"input: {path!r} column {name!r} must hold integers, got {col.type}")
+        out.append(col.to_numpy().astype(np.int64))
+    return out[0], out[1]
+
+
+def _need_user_columns(path: str, names: list[str]) -> None:
+    missing = [c for c in ("user_id", "item") if c not in names]
+    if missing:
+        raise ValueError(f"input: --state needs the columns 'user_id' and 'item' (with a header "
+                         f"for CSV); {path!r} lacks {missing} (columns: {names})")
+
+
 def _item_column(path: str, names: list[str]) -> str:
     if "item" in names:
         return "item"
@@ -134,6 +199,15 @@ def _read_csv(path: str) -> pa.Table:
         raise ValueError(f"input: {path!r} {_bad_csv_row(path, read_options, column)}") from None
 
 
+def batch_pieces(protocol, batch) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The ``(block j, seeds, payloads)`` pieces of one ReportBatch, blocks in increasing order."""
+    for j in np.unique(batch.block).tolist():
+        sel = np.nonzero(batch.block == j)[0]
+        payload = np.ascontiguousarray(protocol.encode_payloads(j, batch.values[sel]),
+                                       dtype=np.uint8)
+        yield j, batch.seed[sel].astype(np.int64), payload
+
+
 def report_pieces(config: CollectionConfig, items: np.ndarray, rng: np.random.Generator
                   ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Randomize ``items`` in batches: ``(block j, seeds int64[r], payloads uint8[r, width_j])``
@@ -142,12 +216,19 @@ def report_pieces(config: CollectionConfig, items: np.ndarray, rng: np.random.Ge
     protocol.check_items(items)  # fail before writing anything
     rows = protocol.batch_rows
     for start in range(0, len(items), rows):
-        batch = protocol.randomize(items[start:start + rows], rng)
-        for j in np.unique(batch.block).tolist():
-            sel = np.nonzero(batch.block == j)[0]
-            payload = np.ascontiguousarray(protocol.encode_payloads(j, batch.values[sel]),
-                                           dtype=np.uint8)
-            yield j, batch.seed[sel].astype(np.int64), payload
+        yield from batch_pieces(protocol, protocol.randomize(items[start:start + rows], rng))
+
+
+def state_pieces(store, user_ids: np.ndarray, items: np.ndarray, rng: np.random.Generator,
+                 batch_rows: int = STATE_BATCH_ROWS
+                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Pieces of the reports of ``(user_ids, items)`` through a ``SqliteStateStore``: one
+    committed transaction per batch of ``batch_rows`` rows, before the batch's pieces are
+    yielded."""
+    for start in range(0, len(items), batch_rows):
+        batch = store.report(user_ids[start:start + batch_rows], items[start:start + batch_rows],
+                             rng)
+        yield from batch_pieces(store.protocol, batch)
 
 
 def output_format(output: str, fmt: str | None) -> str:
@@ -159,19 +240,53 @@ def output_format(output: str, fmt: str | None) -> str:
     return fmt
 
 
-def encode_items(config: CollectionConfig, items: np.ndarray, output: str,
-                 seed: int | None = None, codec: str = "null", fmt: str | None = None) -> int:
-    """Write the randomized reports of ``items`` to ``output`` (Avro unless ``fmt``/the extension
-    says Parquet); returns the number written."""
-    fmt = output_format(output, fmt)
-    rng = np.random.default_rng(seed)  # None: fresh OS entropy
-    pieces = report_pieces(config, items, rng)
+def _write(config: CollectionConfig, pieces, output: str, codec: str, fmt: str,
+           round_: int | None) -> int:
     fp, pid = config.fingerprint, config.protocol.protocol_id
     with replaced_atomically(output) as tmp:
         if fmt == "parquet":
-            return write_parquet_reports(tmp, fp, pid, pieces)
+            return write_parquet_reports(tmp, fp, pid, pieces, round_=round_)
         with open(tmp, "wb") as fo:
-            return write_avro_reports(fo, fp, pid, pieces, codec=codec)
+            return write_avro_reports(fo, fp, pid, pieces, codec=codec, round_=round_)
+
+
+def _check_round(round_: int | None) -> int | None:
+    if round_ is not None and not 0 <= int(round_) < 2**63:
+        raise ValueError(f"round: must be an integer >= 0, got {round_}")
+    return None if round_ is None else int(round_)
+
+
+def encode_items(config: CollectionConfig, items: np.ndarray, output: str,
+                 seed: int | None = None, codec: str = "null", fmt: str | None = None,
+                 round_: int | None = None) -> int:
+    """Write the randomized reports of ``items`` to ``output`` (Avro unless ``fmt``/the extension
+    says Parquet); returns the number written. ``round_``: written into every report."""
+    fmt = output_format(output, fmt)
+    round_ = _check_round(round_)
+    rng = np.random.default_rng(seed)  # None: fresh OS entropy
+    return _write(config, report_pieces(config, items, rng), output, codec, fmt, round_)
+
+
+def encode_with_state(config: CollectionConfig, user_ids: np.ndarray, items: np.ndarray,
+                      state: str, output: str, round_: int | None = None,
+                      seed: int | None = None, codec: str = "null", fmt: str | None = None,
+                      batch_rows: int = STATE_BATCH_ROWS) -> int:
+    """Reports of ``(user_ids, items)`` of a longitudinal protocol through the SQLite state
+    ``state`` (one transaction per batch, each committed before the output is renamed into
+    place); returns the number written."""
+    from privfreq.protocols.longitudinal_client import SqliteStateStore
+
+    fmt = output_format(output, fmt)
+    round_ = _check_round(round_)
+    if not getattr(config.protocol, "longitudinal", False):
+        raise ValueError(f"--state: protocol {config.protocol_id!r} keeps no state; --state "
+                         f"needs a longitudinal protocol (lgrr, losue, lsue, loloha, biloloha, "
+                         f"dbitflip)")
+    config.protocol.check_items(items)  # fail before touching the state
+    rng = np.random.default_rng(seed)
+    with SqliteStateStore(state, config) as store:
+        return _write(config, state_pieces(store, user_ids, items, rng, batch_rows), output,
+                      codec, fmt, round_)
 
 
 def run(argv=None, save_main_session=True):
@@ -190,10 +305,29 @@ def run(argv=None, save_main_session=True):
                         help="RNG seed (default: OS entropy; set only for reproducible tests)")
     parser.add_argument("--codec", default="null", choices=["null", "deflate"],
                         help="Avro block codec (Parquet files use Snappy)")
+    parser.add_argument("--round", type=int, default=None, dest="round_",
+                        help="collection round (an integer >= 0) written into every report's "
+                             "optional 'round' field (default: none)")
+    parser.add_argument("--state", default=None,
+                        help="SQLite state of a longitudinal protocol's users (created if "
+                             "missing); the input then needs columns 'user_id' and 'item'")
+    parser.add_argument("--batch-rows", type=int, default=STATE_BATCH_ROWS,
+                        help="rows per state transaction with --state")
     args = parser.parse_args(argv)
     config = CollectionConfig.load(args.config)
-    items = read_items(args.input)
-    n = encode_items(config, items, args.output, args.seed, args.codec, args.format)
+    if args.state is not None:
+        if args.batch_rows < 1:
+            raise ValueError(f"--batch-rows: must be >= 1, got {args.batch_rows}")
+        users, items = read_user_items(args.input)
+        n = encode_with_state(config, users, items, args.state, args.output, args.round_,
+                              args.seed, args.codec, args.format, args.batch_rows)
+    else:
+        if getattr(config.protocol, "longitudinal", False):
+            logging.warning("encode: %s without --state: every row is a fresh user (no memo "
+                            "kept across rounds)", config.protocol_id)
+        items = read_items(args.input)
+        n = encode_items(config, items, args.output, args.seed, args.codec, args.format,
+                         args.round_)
     logging.info("encode: wrote %d reports to %s", n, args.output)
     return args.output
 

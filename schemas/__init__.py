@@ -13,13 +13,17 @@ Files (package data, version 1):
 * ``report.avsc`` — one randomized report: ``config_fingerprint: string``, ``protocol: string``,
   ``block: int``, ``seed: long``, ``payload: bytes``; plus, added since (optional, default null),
   ``event_time: null | timestamp-millis`` — when the report was made, read only by streaming
-  aggregation (``pipelines/aggregate_streaming.py``; null: the arrival time stands in). Batch
-  writers write the five version-1 fields (:func:`report_schema`).
+  aggregation (``pipelines/aggregate_streaming.py``; null: the arrival time stands in); and
+  ``round: null | long`` — the collection round of a longitudinal collection (``encode
+  --round``), estimated separately by ``aggregate``. Batch writers write the five version-1
+  fields (:func:`report_schema`), plus ``round`` when a round is given
+  (:func:`report_schema_with_round`, the five then ``round``).
 * ``dead_letter.avsc`` — one rejected input: ``raw: bytes``, ``source: string``,
   ``reason: string`` (``protocols.base.Reason`` name), ``reason_code: int``, ``message: string``.
 * reports may also be Parquet with :data:`REPORT_PARQUET_SCHEMA`: the same five fields
   (``config_fingerprint: string``, ``protocol: string`` — both dictionary-encoded —,
-  ``block: int32``, ``seed: int64``, ``payload: binary``), none nullable. Readers accept any
+  ``block: int32``, ``seed: int64``, ``payload: binary``), none nullable; plus the optional
+  nullable ``round: int64`` column (:data:`REPORT_PARQUET_ROUND_FIELD`), written only with a round. Readers accept any
   integer type for ``block``/``seed`` and plain, large or dictionary strings/binaries.
 * estimates are Parquet with :data:`ESTIMATES_SCHEMA` (``item: int64``, ``estimate: float64``,
   ``stderr: float64``; a simulation adds ``true_frequency: float64``).
@@ -55,10 +59,12 @@ __all__ = [
     "DEAD_LETTER",
     "ESTIMATES_SCHEMA",
     "REPORT",
+    "REPORT_PARQUET_ROUND_FIELD",
     "REPORT_PARQUET_SCHEMA",
     "dead_letter_schema",
     "load_schema",
     "report_schema",
+    "report_schema_with_round",
 ]
 
 REPORT = "report"
@@ -74,6 +80,10 @@ REPORT_PARQUET_SCHEMA = pa.schema([
     pa.field("seed", pa.int64(), nullable=False),
     pa.field("payload", pa.binary(), nullable=False),
 ])
+
+# The optional round column (report.avsc's ``round``), appended to REPORT_PARQUET_SCHEMA by writers
+# given a round; readers of files without it see null rounds.
+REPORT_PARQUET_ROUND_FIELD = pa.field("round", pa.int64(), nullable=True)
 
 # Parquet schema of estimates.parquet. Extra columns may be appended (never removed or retyped).
 ESTIMATES_SCHEMA = pa.schema([
@@ -115,6 +125,15 @@ def report_schema(optional_fields: bool = False) -> dict[str, Any]:
     added since (``event_time``) with their defaults. ``optional_fields=True``: every field of
     ``report.avsc`` (e.g. to write reports that carry an ``event_time``)."""
     return load_schema(REPORT) if optional_fields else _report_v1_schema()
+
+
+@lru_cache(maxsize=None)
+def report_schema_with_round() -> dict[str, Any]:
+    """The parsed writer schema of reports that carry a round: the version-1 fields, then
+    ``round`` (what ``encode --round`` writes; the vectorized reader decodes this layout too)."""
+    raw = load_json(REPORT)
+    raw["fields"] = [f for f in raw["fields"] if f["name"] in REPORT_V1_FIELDS + ("round",)]
+    return fastavro.parse_schema(raw)
 
 
 def dead_letter_schema() -> dict[str, Any]:

@@ -81,11 +81,19 @@ def fast_path_ok(writer_schema: dict) -> bool:
                for name, ok in REPORT_FIELDS.items())
 
 
-def _layout_ok(writer_schema: dict) -> bool:
-    """True when the writer schema is exactly the report fields, in order (vectorized decoding)."""
+def _layout_ok(writer_schema: dict) -> bool | str:
+    """True when the writer schema is exactly the report fields, in order; ``"round"`` when they
+    are followed by ``round: ["null", "long"]`` (what ``encode --round`` writes); both decode
+    vectorized. False otherwise."""
     if not fast_path_ok(writer_schema):
         return False
-    return tuple(f["name"] for f in writer_schema["fields"]) == _FIELD_ORDER
+    names = tuple(f["name"] for f in writer_schema["fields"])
+    if names == _FIELD_ORDER:
+        return True
+    if names == _FIELD_ORDER + ("round",) and \
+            writer_schema["fields"][-1]["type"] in (["null", "long"], ["long", "null"]):
+        return "round"
+    return False
 
 # ----- varints (zigzag longs) --------------------------------------------------------------------
 def zigzag_varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,6 +138,8 @@ class _Header:
         self.writer_schema = json.loads(meta["avro.schema"].decode("utf-8"))
         self.parsed_schema = fastavro.parse_schema(self.writer_schema)
         self.layout = _layout_ok(self.writer_schema)
+        self.round_union = (self.writer_schema["fields"][-1]["type"]
+                            if self.layout == "round" else None)
         self.fast = fast_path_ok(self.writer_schema)
 
 
@@ -217,7 +227,7 @@ def _varint_values(m: np.ndarray, col: int, width: int) -> np.ndarray:
     return ((u >> np.uint64(1)) ^ (np.uint64(0) - (u & np.uint64(1)))).view(np.int64)
 
 
-def _decode_layout_runs(data: bytes, count: int, b: Builder) -> bool:
+def _decode_layout_runs(data: bytes, count: int, b: Builder, round_union=None) -> bool:
     """Decode a block's records as runs of one byte layout, vectorized; False (builder untouched)
     when the block is not made of such runs (then fastavro decodes it).
 
@@ -226,6 +236,8 @@ def _decode_layout_runs(data: bytes, count: int, b: Builder) -> bool:
     the run iff its string and payload-length bytes equal the template's and its block and seed
     bytes are each one varint of the template's width -- then, by the Avro grammar, it is exactly
     one record of that length, so the run's records start every ``length`` bytes.
+    ``round_union``: the writer's ``round`` union branches (e.g. ``["null", "long"]``) when the
+    records end with it; its bytes then belong to the template too (one round per run).
     """
     d = np.frombuffer(data, dtype=np.uint8)
     pieces = []
@@ -252,12 +264,25 @@ def _decode_layout_runs(data: bytes, count: int, b: Builder) -> bool:
                 return False
             fp = data[fp_at:fp_at + n_fp].decode("utf-8")
             proto = data[pr_at:pr_at + n_pr].decode("utf-8")
+            tail_at = p + w
+            rnd = None
+            if round_union is not None:
+                branch, q = _varint(data, tail_at)
+                if branch not in (0, 1):
+                    return False
+                if round_union[branch] == "long":
+                    rnd, q = _varint(data, q)
+                n_tail = q - tail_at
+            else:
+                n_tail = 0
         except (IndexError, ValueError):
             return False
-        length = p + w - pos
+        length = tail_at + n_tail - pos
         hdr = head - pos                      # string bytes: [0, hdr)
         wc = hdr + nb + ns                    # payload-length varint: [wc, wc + npl)
         t_hdr, t_w = d[pos:pos + hdr], d[pos + wc:pos + wc + npl]
+        wt = length - n_tail                  # the round's bytes: [wt, length)
+        t_tail = d[pos + wt:pos + length]
         m_rows = min(count - done, (len(data) - pos) // length)
         run = 0
         while run < m_rows:  # extend the run chunk by chunk; stop at the first misfit row
@@ -265,6 +290,7 @@ def _decode_layout_runs(data: bytes, count: int, b: Builder) -> bool:
             start = pos + run * length
             m = d[start:start + k * length].reshape(k, length)
             if ((m[:, :hdr] == t_hdr).all() and (m[:, wc:wc + npl] == t_w).all()
+                    and (not n_tail or (m[:, wt:] == t_tail).all())
                     and _varint_ok(m, hdr, nb).all() and _varint_ok(m, hdr + nb, ns).all()):
                 run += k  # the common case: one verdict for the chunk, no per-row reduction
                 continue
@@ -273,22 +299,25 @@ def _decode_layout_runs(data: bytes, count: int, b: Builder) -> bool:
                 ok &= m[:, i] == t_hdr[i]
             for i in range(npl):
                 ok &= m[:, wc + i] == t_w[i]
+            for i in range(n_tail):
+                ok &= m[:, wt + i] == t_tail[i]
             run += int(np.argmin(ok)) if not ok.all() else k
             break
         if run == 0:
             return False
         m = d[pos:pos + run * length].reshape(run, length)
         pieces.append((fp, proto, _varint_values(m, hdr, nb), _varint_values(m, hdr + nb, ns),
-                       w, m[:, length - w:]))
+                       w, m[:, wt - w:wt], rnd))
         pos += run * length
         done += run
     if pos != len(data):
         return False  # trailing bytes: not a well-formed block; let fastavro judge it
-    for fp, proto, blocks, seeds, w, payload in pieces:
+    for fp, proto, blocks, seeds, w, payload, rnd in pieces:
         k = len(blocks)
         b.add_columns(np.full(k, b.fp.code(fp), dtype=np.int32),
                       np.full(k, b.proto.code(proto), dtype=np.int32), blocks, seeds,
-                      np.full(k, w, dtype=np.int64), payload.reshape(-1))
+                      np.full(k, w, dtype=np.int64), payload.reshape(-1),
+                      round_=None if rnd is None else np.full(k, rnd, dtype=np.int64))
     return True
 
 
@@ -456,7 +485,8 @@ def read_avro_range(fo: BinaryIO, source: str, batch_rows: int, start: int = 0,
             data = _decompress(header.codec, raw[:nbytes])
             next_marker = block_at + p + nbytes
             builder.segment(block_at)
-            if not (header.layout and _decode_layout_runs(data, count, builder)):
+            if not (header.layout and _decode_layout_runs(data, count, builder,
+                                                          header.round_union)):
                 builder.add_records(_decode_records(data, count, header), header.fast)
         except Exception as e:  # noqa: BLE001  (damaged block: salvage, skip to the next marker)
             builder.drop_block(block_at)
@@ -503,9 +533,14 @@ def row_chunks(pieces: Iterable, row_bytes, target: int):
             yield j, seeds[lo:lo + step], payload[lo:lo + step]
 
 
-def _avro_records(prefix: bytes, j: int, seeds: np.ndarray, payload: np.ndarray) -> bytes:
-    """The report.avsc binary records of one piece, concatenated (vectorized)."""
+def _avro_records(prefix: bytes, j: int, seeds: np.ndarray, payload: np.ndarray,
+                  suffix: bytes = b"") -> bytes:
+    """The report.avsc binary records of one piece, concatenated (vectorized); ``suffix``: the
+    bytes of the fields after ``payload``, the same in every record."""
     n, width = payload.shape
+    if suffix:
+        payload = np.concatenate([payload, np.broadcast_to(
+            np.frombuffer(suffix, np.uint8), (n, len(suffix)))], axis=1)
     head = prefix + _varint_bytes(j)
     tail = _varint_bytes(width)
     sv, slen = zigzag_varints(seeds)
@@ -523,13 +558,17 @@ def _avro_records(prefix: bytes, j: int, seeds: np.ndarray, payload: np.ndarray)
 
 
 def write_avro_reports(fo: BinaryIO, fingerprint: str, protocol_id: str, pieces: Iterable,
-                       codec: str = "null", block_bytes: int = AVRO_BLOCK_BYTES) -> int:
+                       codec: str = "null", block_bytes: int = AVRO_BLOCK_BYTES,
+                       round_: int | None = None) -> int:
     """An Avro object container of report.avsc records from ``(block j, seeds int64[r],
-    payloads uint8[r, width_j])`` pieces; returns the record count."""
+    payloads uint8[r, width_j])`` pieces; returns the record count. Without ``round_`` the
+    version-1 fields; with it, every record also carries ``round = round_``
+    (``schemas.report_schema_with_round``)."""
     if codec not in ("null", "deflate"):
         raise ValueError(f"codec: must be 'null' or 'deflate', got {codec!r}")
     header = io.BytesIO()
-    fastavro.writer(header, schemas.report_schema(), [], codec=codec)
+    schema = schemas.report_schema() if round_ is None else schemas.report_schema_with_round()
+    fastavro.writer(header, schema, [], codec=codec)
     head = header.getvalue()
     sync = head[-SYNC_SIZE:]
     fo.write(head)
@@ -544,10 +583,13 @@ def write_avro_reports(fo: BinaryIO, fingerprint: str, protocol_id: str, pieces:
             data = c.compress(data) + c.flush()
         fo.write(_varint_bytes(count) + _varint_bytes(len(data)) + data + sync)
 
-    for j, seeds, payload in row_chunks(pieces, lambda w: len(prefix) + 14 + w, block_bytes):
+    # the round as a union branch 1 ("long") then its varint: a constant suffix of every record
+    suffix = b"" if round_ is None else _varint_bytes(1) + _varint_bytes(int(round_))
+    for j, seeds, payload in row_chunks(pieces, lambda w: len(prefix) + 14 + w + len(suffix),
+                                        block_bytes):
         if not len(seeds):
             continue
-        chunk = _avro_records(prefix, j, seeds, payload)
+        chunk = _avro_records(prefix, j, seeds, payload, suffix)
         pending.append(chunk)
         count += len(seeds)
         size += len(chunk)

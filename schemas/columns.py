@@ -16,13 +16,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["NO_EVENT_TIME", "RAW_LIMIT", "Builder", "ReportColumns", "Unreadable", "object_array"]
+__all__ = ["NO_EVENT_TIME", "NO_ROUND", "RAW_LIMIT", "Builder", "ReportColumns", "Unreadable", "object_array"]
 
 # The undecodable remainder of a file kept in a dead letter is capped: the dead letter is for a
 # human to inspect, and a multi-GB corrupt tail must not become one multi-GB Avro record.
 RAW_LIMIT = 1 << 20
 # ``ReportColumns.event_ms`` of a row without an event time (the ``event_time`` field null/absent).
 NO_EVENT_TIME = np.iinfo(np.int64).min
+# ``ReportColumns.round`` of a row without a round (the ``round`` field null/absent).
+NO_ROUND = np.iinfo(np.int64).min
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 @dataclass
@@ -83,6 +85,8 @@ class ReportColumns:
     # int64[n] report event times (ms since the epoch; NO_EVENT_TIME where a row has none), or
     # None when no row has one (the writer schema has no ``event_time`` field).
     event_ms: np.ndarray | None = None
+    # int64[n] report rounds (NO_ROUND where a row has none), or None when no row has one.
+    round: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.block)
@@ -143,7 +147,8 @@ class ReportColumns:
             self.proto_values, self.proto_codes[lo:hi], self.block[lo:hi], self.seed[lo:hi],
             offsets - offsets[0], self.payload_data[offsets[0]:offsets[-1]],
             {i - lo: v for i, v in self.malformed.items() if lo <= i < hi}, None, segments,
-            None if self.event_ms is None else self.event_ms[lo:hi])
+            None if self.event_ms is None else self.event_ms[lo:hi],
+            None if self.round is None else self.round[lo:hi])
 
     @classmethod
     def from_records(cls, records: list, source: str = "<memory>", first_index: int = 0,
@@ -165,6 +170,11 @@ def _event_ms(value) -> int:
         return int(round(value.timestamp() * 1000))
     return int(value)
 
+
+
+def _round_of(rec) -> int:
+    v = rec.get("round") if isinstance(rec, dict) else None
+    return int(v) if _is_int(v) else NO_ROUND
 
 
 def _is_int(v) -> bool:
@@ -225,6 +235,7 @@ class Builder:
         self.fp_codes, self.proto_codes, self.block, self.seed = [], [], [], []
         self.lengths, self.data = [], []   # per piece: int64 payload lengths, uint8 buffer
         self.event_ms: list = []           # per piece: int64 event times or None
+        self.round: list = []              # per piece: int64 rounds or None
         self.malformed: dict[int, tuple[bytes, str]] = {}
         self.segments: list[tuple[int, int, int]] = []
 
@@ -252,12 +263,13 @@ class Builder:
         off = cols.payload_offsets
         self.add_columns(fp_map[cols.fp_codes], pr_map[cols.proto_codes], cols.block, cols.seed,
                          np.diff(off), cols.payload_data[off[0]:off[-1]], cols.malformed,
-                         cols.event_ms)
+                         cols.event_ms, cols.round)
 
     def add_columns(self, fp_codes, proto_codes, block, seed, lengths, data,
-                    malformed: dict | None = None, event_ms: np.ndarray | None = None) -> None:
+                    malformed: dict | None = None, event_ms: np.ndarray | None = None,
+                    round_: np.ndarray | None = None) -> None:
         """Add a piece: codes already from ``self.fp``/``self.proto``; ``data`` holds exactly the
-        concatenated payloads of the piece; ``event_ms`` None when it has no event times."""
+        concatenated payloads of the piece; ``event_ms`` / ``round_`` None when it has none."""
         if malformed:
             for i, v in malformed.items():
                 self.malformed[self.n + i] = v
@@ -268,6 +280,7 @@ class Builder:
         self.lengths.append(lengths)
         self.data.append(data)
         self.event_ms.append(event_ms)
+        self.round.append(round_)
         self.n += len(block)
 
     def add_records(self, records: list, fast: bool) -> None:
@@ -302,11 +315,16 @@ class Builder:
         event_ms = None
         if any(t != NO_EVENT_TIME for t in times):
             event_ms = np.array(times, dtype=np.int64).reshape(n)
+        rounds = [_round_of(r) for r in records]
+        round_ = None
+        if any(r != NO_ROUND for r in rounds):
+            round_ = np.array(rounds, dtype=np.int64).reshape(n)
         self.add_columns(self.fp.codes(fps), self.proto.codes(protos),
                          np.array(blocks, dtype=np.int64).reshape(n),
                          np.array(seeds, dtype=np.int64).reshape(n),
                          np.fromiter(map(len, payloads), dtype=np.int64, count=n),
-                         np.frombuffer(b"".join(payloads), dtype=np.uint8), malformed, event_ms)
+                         np.frombuffer(b"".join(payloads), dtype=np.uint8), malformed, event_ms,
+                         round_)
 
     def flush(self, unreadable: Unreadable | None = None) -> ReportColumns:
         def cat(parts, dtype):
@@ -322,12 +340,17 @@ class Builder:
         if any(e is not None for e in self.event_ms):
             event_ms = cat([np.full(len(b), NO_EVENT_TIME, dtype=np.int64) if e is None else e
                             for b, e in zip(self.block, self.event_ms)], np.int64)
+        round_ = None
+        if any(r is not None for r in self.round):
+            round_ = cat([np.full(len(b), NO_ROUND, dtype=np.int64) if r is None else r
+                          for b, r in zip(self.block, self.round)], np.int64)
         out = ReportColumns(self.source, self.first_index, self.fp.values(),
                             cat(self.fp_codes, np.int32), self.proto.values(),
                             cat(self.proto_codes, np.int32), cat(self.block, np.int64),
                             cat(self.seed, np.int64), offsets, cat(self.data, np.uint8),
                             self.malformed, unreadable,
-                            list(self.segments) if self.with_segments else None, event_ms)
+                            list(self.segments) if self.with_segments else None, event_ms,
+                            round_)
         self.first_index += n
         self._reset()
         return out

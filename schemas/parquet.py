@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from privfreq import schemas
 from privfreq.schemas.avro import row_chunks
-from privfreq.schemas.columns import RAW_LIMIT, ReportColumns, Unreadable, object_array
+from privfreq.schemas.columns import NO_ROUND, RAW_LIMIT, ReportColumns, Unreadable, object_array
 
 __all__ = ["MAX_ROW_GROUP_ROWS", "PARQUET_MAGIC", "PARQUET_ROW_GROUP_BYTES", "read_parquet_range",
            "write_parquet_reports"]
@@ -66,7 +66,7 @@ def _type_problem(name: str, t: pa.DataType) -> str | None:
         t = t.value_type
     if name in _STRINGS:
         ok = pa.types.is_string(t) or pa.types.is_large_string(t)
-    elif name in _INTS:
+    elif name in _INTS or name == "round":
         ok = pa.types.is_integer(t)
     else:
         ok = (pa.types.is_binary(t) or pa.types.is_large_binary(t)
@@ -180,8 +180,16 @@ def _columns(batch: pa.RecordBatch, source: str, first: int,
         seed = seed.copy()
         block[rows] = 0
         seed[rows] = 0
+    round_ = None
+    if "round" in batch.schema.names:  # optional (report.avsc's round): null -> NO_ROUND
+        r, r_null, r_big = _ints(batch.column("round"))
+        if r_null is not None or r_big is not None:
+            r = r.copy()
+            r[(r_null if r_null is not None else False) | (r_big if r_big is not None
+                                                           else False)] = NO_ROUND
+        round_ = r
     return ReportColumns(source, first, fp_values, fp_codes, pr_values, pr_codes, block, seed,
-                         offsets, data, malformed)
+                         offsets, data, malformed, round=round_)
 
 
 def _row_group_offset(md, i: int) -> int:
@@ -221,7 +229,11 @@ def read_parquet_range(fo: BinaryIO, source: str, batch_rows: int, first_group: 
             problem = _type_problem(c, arrow_schema.field(c).type)
             if problem:
                 break
+    if problem is None and "round" in names:
+        problem = _type_problem("round", arrow_schema.field("round").type)
     columns = [c for c in _COLUMNS if c in names] if problem else list(_COLUMNS)
+    if problem is None and "round" in names:
+        columns.append("round")
     first = sum(md.row_group(i).num_rows for i in range(first_group))
     for g in range(first_group, end_group):
         rows_g = md.row_group(g).num_rows
@@ -246,10 +258,14 @@ def read_parquet_range(fo: BinaryIO, source: str, batch_rows: int, first_group: 
 
 
 def write_parquet_reports(path: str, fingerprint: str, protocol_id: str, pieces: Iterable,
-                          row_group_bytes: int = PARQUET_ROW_GROUP_BYTES) -> int:
+                          row_group_bytes: int = PARQUET_ROW_GROUP_BYTES,
+                          round_: int | None = None) -> int:
     """A Parquet file of ``schemas.REPORT_PARQUET_SCHEMA`` rows from ``(block j, seeds int64[r],
     payloads uint8[r, width_j])`` pieces (vectorized); returns the row count. One ``write_table``
-    per row group."""
+    per row group. With ``round_`` the optional ``round`` column is appended (every row
+    ``round_``)."""
+    schema = schemas.REPORT_PARQUET_SCHEMA if round_ is None else \
+        schemas.REPORT_PARQUET_SCHEMA.append(schemas.REPORT_PARQUET_ROUND_FIELD)
     fp_dict = pa.array([fingerprint], pa.string())
     pid_dict = pa.array([protocol_id], pa.string())
     total = 0
@@ -272,16 +288,19 @@ def write_parquet_reports(path: str, fingerprint: str, protocol_id: str, pieces:
                 pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
             ).cast(pa.binary())
         zeros = pa.array(np.zeros(n, dtype=np.int32))
-        table = pa.Table.from_arrays([
+        arrays = [
             pa.DictionaryArray.from_arrays(zeros, fp_dict),
             pa.DictionaryArray.from_arrays(zeros, pid_dict),
             pa.array(np.concatenate([np.full(len(s), j, dtype=np.int32)
                                      for j, s, _ in pending])),
             pa.array(np.concatenate([s for _, s, _ in pending])),
-            payload], schema=schemas.REPORT_PARQUET_SCHEMA)
+            payload]
+        if round_ is not None:
+            arrays.append(pa.array(np.full(n, round_, dtype=np.int64)))
+        table = pa.Table.from_arrays(arrays, schema=schema)
         writer.write_table(table, row_group_size=max(n, 1))
 
-    with pq.ParquetWriter(path, schemas.REPORT_PARQUET_SCHEMA) as writer:
+    with pq.ParquetWriter(path, schema) as writer:
         for j, seeds, payload in row_chunks(pieces, lambda w: w + 16, row_group_bytes):
             if not len(seeds):
                 continue
