@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "plan": ("privfreq.pipelines.plan", "rank MSS moduli for k and epsilon"),
     "config": ("privfreq.pipelines.config", "write a collection config JSON (MSS: planner's moduli)"),
     "encode": ("privfreq.pipelines.encode", "randomize items (CSV/Parquet) into a report file (no Beam)"),
+    "budget": ("privfreq.pipelines.budget", "distribution of ε spent per user of an encode --state file"),
     "aggregate": ("privfreq.pipelines.aggregate", "Beam job: report files -> estimates, summary, plot"),
     "simulate": ("privfreq.pipelines.simulate", "Beam job: synthetic reports -> estimates, MSE, plot"),
     "audit": ("privfreq.pipelines.audit", "lower-bound ε empirically from randomizer samples (privacy audit)"),

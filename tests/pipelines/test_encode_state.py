@@ -1,6 +1,7 @@
 """``privfreq encode --state``: SQLite client state across rounds, a real SIGKILL mid-run and a
 re-run (memo entries unchanged, reports complete and decodable), and the clear errors (another
 config's state, a lost memo, missing columns). No Beam."""
+import json
 import os
 import signal
 import sqlite3
@@ -199,3 +200,30 @@ def test_state_needs_user_column_and_a_longitudinal_protocol(tmp_path):
     (tmp_path / "bad.csv").write_text("user_id,item\n1,2\nx,3\n")
     with pytest.raises(ValueError, match="row 2"):
         encode.read_user_items(str(tmp_path / "bad.csv"))
+
+
+def test_budget_command(tmp_path, capsys):
+    state = str(tmp_path / "u.sqlite")
+    config = CollectionConfig("biloloha", {"k": 64, "epsilon_perm": 1.5, "epsilon": 0.5})
+    rng = np.random.default_rng(2)
+    users = np.arange(200)
+    for r in range(6):  # items change every round: most users use both hash values (g = 2)
+        assert _encode(tmp_path, _write(tmp_path, f"d{r}.parquet", users,
+                                        rng.integers(0, 64, 200)),
+                       tmp_path / f"r{r}.avro", state, r, r, config=config) == 0
+    assert cli.main(["budget", "--state", state, "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    with SqliteStateStore(state, config) as store:
+        _, spent = store.spent()
+        n_keys = np.array([len(store.memo_of(u)) for u in users])
+    assert np.array_equal(spent, 1.5 * n_keys)  # spent = ε∞ × distinct memo keys
+    assert s["n_users"] == 200 and s["cap"] == 3.0 and s["max"] <= 3.0
+    assert s["at_cap"] == int((n_keys == 2).sum()) > 100
+    assert s["mean"] == pytest.approx(spent.mean()) and s["p50"] == 3.0
+    assert cli.main(["budget", "--state", state]) == 0
+    assert "at cap" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="does not exist"):
+        cli.main(["budget", "--state", str(tmp_path / "none.sqlite")])
+    (tmp_path / "junk.sqlite").write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(ValueError, match="not a privfreq"):
+        cli.main(["budget", "--state", str(tmp_path / "junk.sqlite")])
