@@ -13,7 +13,7 @@ import sys
 
 # subcommand -> (module with run(argv), one-line description)
 SUBCOMMANDS = {
-    "plan": ("privfreq.pipelines.plan", "rank MSS moduli for k and epsilon"),
+    "plan": ("privfreq.pipelines.plan", "advise a protocol for k, epsilon, n and budgets (or rank MSS moduli)"),
     "config": ("privfreq.pipelines.config", "write a collection config JSON (MSS: planner's moduli)"),
     "encode": ("privfreq.pipelines.encode", "randomize items (CSV/Parquet) into a report file (no Beam)"),
     "budget": ("privfreq.pipelines.budget", "distribution of ε spent per user of an encode --state file"),

@@ -26,7 +26,9 @@ from privfreq.schemas.files import replaced_atomically
 
 
 def add_protocol_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", required=True, help="protocol id (mss, ss, grr, ...)")
+    parser.add_argument("--protocol", required=True,
+                        help="protocol id (mss, ss, grr, ...), or 'auto': the first pick of "
+                             "`privfreq plan` (objective mse, reports within --max-report-bytes)")
     parser.add_argument("--k", type=int, required=True, help="universe size")
     parser.add_argument("--epsilon", type=float, required=True, help="privacy budget (> 0)")
     parser.add_argument("--moduli", default=None, help="MSS moduli, comma-separated: a,b,c")
@@ -98,6 +100,19 @@ def build_config(args) -> CollectionConfig:
     Refuses (``ValueError``) reports above ``--max-report-bytes`` before planning or allocating:
     for MSS without moduli, first against ``planner.min_payload_bytes`` (O(1)), then exactly."""
     params: dict = {"k": args.k, "epsilon": args.epsilon}
+    if args.protocol == "auto":
+        from privfreq.protocols.advisor import advise
+        best = advise(args.k, args.epsilon,
+                      max_bytes=getattr(args, "max_report_bytes", DEFAULT_MAX_REPORT_BYTES))[0]
+        if not best.feasible:
+            raise ValueError(f"config: --protocol auto: no protocol fits; the closest, "
+                             f"{best.protocol_id}, is ruled out by {best.ruled_out[0]}")
+        logging.info("config: the advisor chose %s %s (n·MSE %.4g, %.0f bytes, ASR %.3g)",
+                     best.protocol_id, best.params, best.mse_n1, best.wire_bytes, best.asr)
+        args.protocol = best.protocol_id
+        params.update(best.params)
+        if "moduli" in params and args.moduli is None:
+            args.moduli = ",".join(map(str, params.pop("moduli")))
     for text in args.param:
         name, value = _parse_param(text)
         if name in params or name == "moduli":
@@ -139,8 +154,12 @@ def run(argv=None, save_main_session=True):
     args = parser.parse_args(argv)
     config = build_config(args)
     save_atomic(config, args.output)
+    privacy = getattr(config.protocol, "privacy_kind", "pure")
     print(f"{args.output}: protocol={config.protocol_id} fingerprint={config.fingerprint} "
-          f"params={json.dumps(config.to_dict()['params'])}")
+          f"params={json.dumps(config.to_dict()['params'])} privacy={privacy}")
+    if privacy == "computational":
+        logging.warning("config: %s reports are PRG seeds: privacy is computational (ε-LDP only "
+                        "against an adversary who cannot break the PRG)", config.protocol_id)
     return config
 
 
