@@ -30,6 +30,13 @@ already counted in its ``--totals-in`` unless ``--skip-seen`` skips them, and id
 one run are reported in ``summary.json`` (``inputs.duplicates``) and counted once with
 ``--skip-seen``.
 
+Per-round estimates (longitudinal collections, docs/longitudinal.md): reports that carry a
+``round`` (``encode --round R``) are also counted per round; ``estimates.parquet`` then gains a
+nullable ``round`` column (null: the pooled estimate of every report of the run; R: round R's),
+``summary.json`` a ``rounds`` list and the job writes ``rounds.png``. ``--rounds A:B`` (inclusive)
+sends a report whose round lies outside it to the dead letters (``ROUND_OUT_OF_RANGE``), as it does
+a negative round.
+
 ``--streaming`` runs ``pipelines/aggregate_streaming.py`` (estimates per event-time window) with
 its own flags: ``privfreq aggregate --streaming --help``.
 """
@@ -51,7 +58,7 @@ from privfreq.transforms import outputs
 from privfreq.transforms.estimate import COMBINE_FANOUT, CountReports, decode_counts
 from privfreq.transforms.io import (ReadReportFiles, WriteDeadLetters, digest_inputs,
                                     match_inputs)
-from privfreq.transforms.parse import INVALID, STATS, ParseReports, merge_stats
+from privfreq.transforms.parse import INVALID, ROUNDS, STATS, ParseReports, merge_stats
 
 __all__ = ["TOTALS", "build", "run"]
 
@@ -82,28 +89,48 @@ def _totals_summary(counts: Counts, prior_n: int | None) -> dict | None:
             "n_block_total": counts.n_block.tolist()}
 
 
-def _write_results(est, stats: dict, totals: dict | None, config_json: str, out_dir: str,
-                   inputs: dict | None = None):
+def _write_results(est, stats: dict, totals: dict | None, rounds: list, config_json: str,
+                   out_dir: str, inputs: dict | None = None):
     return outputs.write_results(est, stats, config_json=config_json, out_dir=out_dir,
-                                 totals=totals, inputs=inputs)
+                                 totals=totals, inputs=inputs, rounds=rounds)
+
+
+def _decode_round(kv, config_json: str):
+    r, counts = kv
+    return r, decode_counts(counts, config_json), counts.n
+
+
+def parse_rounds(text: str | None) -> tuple[int, int] | None:
+    """``--rounds A:B`` (or one round ``A``) -> ``(A, B)``, inclusive, ``0 <= A <= B``."""
+    if text is None:
+        return None
+    try:
+        lo, _, hi = text.partition(":")
+        a, b = int(lo), int(hi or lo)
+    except ValueError:
+        raise ValueError(f"--rounds: expected FIRST:LAST (integers), got {text!r}") from None
+    if not 0 <= a <= b:
+        raise ValueError(f"--rounds: need 0 <= FIRST <= LAST, got {text!r}")
+    return a, b
 
 
 def build(p: beam.Pipeline, config: CollectionConfig, pattern: str | None, out_dir: str,
           prior: totals_lib.Totals | None = None, write_totals: bool = False,
           files: list[totals_lib.InputFile] | None = None,
-          inputs_report: dict | None = None) -> None:
+          inputs_report: dict | None = None, rounds: tuple[int, int] | None = None) -> None:
     """Attach the aggregation graph to ``p``, writing into ``out_dir``.
 
     Reads the files matching ``pattern``, or exactly ``files`` (digested ``InputFile``s, which the
     written totals then record). With ``prior`` (earlier totals of this config) the merged counts
     are added to it before decoding; with ``write_totals`` they are written to
-    ``out_dir/totals.npz``. ``inputs_report``: the summary's ``inputs`` entry."""
+    ``out_dir/totals.npz``. ``inputs_report``: the summary's ``inputs`` entry. Reports with a
+    round are also counted per round; ``rounds``: the inclusive range of rounds accepted."""
     config_json = config.to_json(indent=None)
     cols = p | "ReadReports" >> ReadReportFiles(pattern if files is None else None,
                                                 config.protocol.batch_rows, files=files)
     # pcoll: ReportColumns (<= batch_rows records each)
-    parsed = cols | "Parse" >> beam.ParDo(ParseReports(config)).with_outputs(
-        INVALID, STATS, main="valid")
+    parsed = cols | "Parse" >> beam.ParDo(ParseReports(config, rounds, by_round=True)
+                                          ).with_outputs(INVALID, STATS, ROUNDS, main="valid")
     # parsed.valid: ReportBatch; parsed.invalid: list[dead-letter dict]; parsed.stats: tally dict
     _ = parsed[INVALID] | "DeadLetters" >> WriteDeadLetters(f"{out_dir}/{outputs.DEAD_LETTERS}")
     stats = parsed[STATS] | "SumStats" >> beam.CombineGlobally(merge_stats)
@@ -125,10 +152,14 @@ def build(p: beam.Pipeline, config: CollectionConfig, pattern: str | None, out_d
     with_totals = prior is not None or write_totals
     totals = counts | "TotalsSummary" >> beam.Map(
         _totals_summary, (prior.n_reports if prior is not None else 0) if with_totals else None)
+    per_round = (parsed[ROUNDS]
+                 | "CountPerRound" >> beam.CombinePerKey(CountReports(config))
+                 | "DecodeRounds" >> beam.Map(_decode_round, config_json))
+    # pcoll: (round, Estimate, n) per round present (none for files without rounds)
     estimate = counts | "Decode" >> beam.Map(decode_counts, config_json)
     _ = estimate | "WriteResults" >> beam.Map(
         _write_results, beam.pvalue.AsSingleton(stats), beam.pvalue.AsSingleton(totals),
-        config_json, out_dir, inputs_report)
+        beam.pvalue.AsList(per_round), config_json, out_dir, inputs_report)
 
 
 def select_files(pattern: str, prior: totals_lib.Totals | None, skip_seen: bool
@@ -175,7 +206,11 @@ def run(argv=None, save_main_session=True):
     parser.add_argument("--skip-seen", action="store_true",
                         help="skip input files whose content is already counted in --totals-in "
                              "(default: refuse them), and count identical input files once")
+    parser.add_argument("--rounds", default=None, metavar="FIRST:LAST",
+                        help="rounds of this run (inclusive); a report with a round outside "
+                             "goes to the dead letters (ROUND_OUT_OF_RANGE)")
     args, beam_args = parser.parse_known_args(argv)
+    rounds = parse_rounds(args.rounds)
     config = common.load_config(args.config)
     prior = common.read_totals(args.totals_in, config)  # fail fast, before any work
     options = common.pipeline_options(beam_args, save_main_session)
@@ -183,7 +218,7 @@ def run(argv=None, save_main_session=True):
     with common.staged_output(args.output) as tmp:
         with beam.Pipeline(options=options) as p:
             build(p, config, None, tmp, prior=prior, write_totals=args.totals_out is not None,
-                  files=files, inputs_report=report)
+                  files=files, inputs_report=report, rounds=rounds)
     if args.totals_out is not None:
         common.write_bytes_atomic(args.totals_out,
                                   common.read_bytes(f"{args.output.rstrip('/')}/{TOTALS}"))

@@ -83,6 +83,7 @@ class Reason(enum.IntEnum):
     UNREADABLE_FILE = 10       # the rest of an input file could not be decoded (e.g. truncated)
     TRUNCATED_RECORDS = 11     # records a block / row group declares past the end of a cut file
     CORRUPT_RECORDS = 12       # records a block / row group declares that cannot be decoded
+    ROUND_OUT_OF_RANGE = 13    # a report's round is negative or outside the run's --rounds
 
 
 @dataclass

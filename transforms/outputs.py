@@ -33,13 +33,16 @@ from privfreq.protocols.base import Estimate
 from privfreq.protocols.config import CollectionConfig
 from privfreq.schemas.files import replaced_atomically
 
-__all__ = ["DEAD_LETTERS", "ESTIMATES", "PLOT", "SUMMARY", "SUMMARY_KEYS", "TOP_ITEMS",
+__all__ = ["DEAD_LETTERS", "ESTIMATES", "PLOT", "ROUNDS_PLOT", "ROUND_KEYS", "SUMMARY",
+           "SUMMARY_KEYS", "TOP_ITEMS",
            "TRUTH_KEYS", "WINDOW_KEYS", "commit_files", "commit_output", "discard_output",
            "staging_dir", "write_bytes_atomic", "write_results", "write_text_atomic"]
 
 ESTIMATES = "estimates.parquet"
 SUMMARY = "summary.json"
 PLOT = "estimates.png"
+ROUNDS_PLOT = "rounds.png"
+ROUNDS_PLOT_ITEMS = 8  # items (largest pooled estimate) drawn across rounds in rounds.png
 DEAD_LETTERS = "dead_letters"
 TOP_ITEMS = 10        # rows of top_items in summary.json
 PLOT_ITEMS = 50       # items shown in estimates.png
@@ -72,6 +75,11 @@ TRUTH_KEYS = {
     "predicted_mse_kind": "how predicted_mse was obtained",
     "truth_top_items": f"the {TOP_ITEMS} items of highest true frequency: item, "
                        "true_frequency, estimate",
+}
+ROUND_KEYS = {
+    "rounds": "reports with a round (report.avsc's round) present: one entry per round in "
+              "increasing order: round, n (reports counted), top_items; the top-level estimate "
+              "pools every report of the run",
 }
 WINDOW_KEYS = {
     "window": "start, end (s since the epoch), start_utc, end_utc, pane_index, timing, run_id, "
@@ -231,6 +239,37 @@ def _plot(est: Estimate, truth_f: np.ndarray | None, title: str) -> bytes:
     return buf.getvalue()
 
 
+def plot_rounds(rounds: list[tuple[int, Estimate]], pooled: Estimate, title: str,
+                truth: dict[int, np.ndarray] | None = None) -> bytes:
+    """PNG: estimates of the items of largest pooled estimate across rounds, 95 % intervals
+    shaded (``truth``: per round the true frequencies, drawn dashed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = np.argsort(-pooled.frequencies, kind="stable")[:ROUNDS_PLOT_ITEMS]
+    r = np.array([x for x, _ in rounds])
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    for c, item in enumerate(shown.tolist()):
+        color = f"C{c % 10}"
+        f = np.array([e.frequencies[item] for _, e in rounds])
+        se = np.array([e.stderr[item] for _, e in rounds])
+        se = np.where(np.isfinite(se), se, 0.0)
+        ax.plot(r, f, "o-", ms=3, lw=1, color=color, label=f"item {item}")
+        ax.fill_between(r, f - Z95 * se, f + Z95 * se, color=color, alpha=0.15, lw=0)
+        if truth is not None:
+            ax.plot(r, [truth[x][item] for x in r.tolist()], "--", lw=0.8, color=color)
+    ax.set_xlabel("round")
+    ax.set_ylabel("frequency (95 % interval shaded" + ("; truth dashed)" if truth else ")"))
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def predicted(protocol, n: int, f: np.ndarray) -> dict[str, Any]:
     """``predicted_mse(n, f)`` of the raw estimate at the true frequencies, and how it was
     obtained (None where the protocol cannot compute it, e.g. RAPPOR's dense covariance above
@@ -246,11 +285,15 @@ def predicted(protocol, n: int, f: np.ndarray) -> dict[str, Any]:
 def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
                   truth: np.ndarray | None = None, truth_info: dict | None = None,
                   totals: dict | None = None, window: dict | None = None,
-                  inputs: dict | None = None, plot: bool = True) -> dict:
+                  inputs: dict | None = None, plot: bool = True,
+                  rounds: list[tuple[int, Estimate, int]] | None = None) -> dict:
     """Write ``estimates.parquet``, ``summary.json`` and (``plot``) ``estimates.png`` into
     ``out_dir``; return the summary (keys: module docstring). ``truth``: the true item counts
-    (simulate); ``window``: the :data:`WINDOW_KEYS` of a streaming pane. Runs as a pipeline's last
-    step, so it works on any runner."""
+    (simulate); ``window``: the :data:`WINDOW_KEYS` of a streaming pane; ``rounds``: ``(round,
+    estimate, n)`` of each round present (then ``estimates.parquet`` gains a nullable ``round``
+    column: the pooled rows have null, each round its k rows; ``summary.json`` gains
+    :data:`ROUND_KEYS`; ``rounds.png`` is written). Runs as a pipeline's last step, so it works
+    on any runner."""
     config = CollectionConfig.from_json(config_json)
     protocol = config.protocol
     k = protocol.k
@@ -263,8 +306,25 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
         truth_f = truth / max(int(truth.sum()), 1)
         columns["true_frequency"] = truth_f
         fields.append(pa.field("true_frequency", pa.float64(), nullable=False))
+    rounds = sorted(rounds or [], key=lambda t: t[0])
+    if rounds:
+        for name in list(columns):
+            if name != "true_frequency":
+                columns[name] = np.concatenate(
+                    [columns[name]] + [np.arange(k, dtype=np.int64) if name == "item" else
+                                       (e.frequencies if name == "estimate" else e.stderr)
+                                       .astype(np.float64) for _, e, _ in rounds])
+        if truth is not None:  # the pooled truth only: per-round truth is simulate's rounds.parquet
+            columns["true_frequency"] = np.concatenate(
+                [truth_f] + [np.full(k, np.nan)] * len(rounds))
+        columns["round"] = np.concatenate([np.full(k, -1, np.int64)] +
+                                          [np.full(k, r, np.int64) for r, _, _ in rounds])
+        fields.append(pa.field("round", pa.int64(), nullable=True))
+    table_cols = dict(columns)
+    if rounds:
+        table_cols["round"] = pa.array(columns["round"], mask=columns["round"] < 0)
     buf = pa.BufferOutputStream()
-    pq.write_table(pa.table(columns, schema=pa.schema(fields)), buf)
+    pq.write_table(pa.table(table_cols, schema=pa.schema(fields)), buf)
     _write_bytes(f"{out_dir}/{ESTIMATES}", buf.getvalue().to_pybytes())
 
     summary: dict[str, Any] = {
@@ -293,8 +353,15 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
         title += f", MSE {summary['mse']:.3g}"
     if window is not None:
         summary.update(window)
+    if rounds:
+        summary["rounds"] = [{"round": r, "n": int(n), "top_items": top_items(e, None)}
+                             for r, e, n in rounds]
     if plot:
         _write_bytes(f"{out_dir}/{PLOT}", _plot(est, truth_f, title))
+        if rounds:
+            _write_bytes(f"{out_dir}/{ROUNDS_PLOT}", plot_rounds(
+                [(r, e) for r, e, _ in rounds], est,
+                f"{protocol.protocol_id} k={k}: {len(rounds)} rounds"))
     summary = _jsonable(summary)
     _write_bytes(f"{out_dir}/{SUMMARY}",
                  (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())

@@ -7,7 +7,10 @@ letter (its raw bytes) that counts every report the region declares and lost
 (``ReportColumns.unreadable``; ``stats["regions"]`` counts the regions).
 Checks, in order, first failure wins: malformed record, fingerprint, protocol id, block range, seed
 range, payload length for the block, then ``protocol.decode_payloads`` (value range, duplicates,
-bitmap weight and padding).
+bitmap weight and padding), then the round (``ROUND_OUT_OF_RANGE``: negative, or outside the
+run's ``rounds`` range when one is given; a report without a round is never rejected for it).
+With ``by_round`` the valid reports that carry a round are also emitted on the ``ROUNDS`` output as
+``(round, ReportBatch)`` (one per round present in a batch), for per-round estimates.
 """
 
 from typing import Any, Iterator
@@ -20,10 +23,12 @@ from apache_beam.metrics import Metrics
 from privfreq.protocols.base import Reason, ReportBatch
 from privfreq.protocols.config import CollectionConfig
 from privfreq.schemas.avro import encode_report
-from privfreq.schemas.columns import ReportColumns
+from privfreq.schemas.columns import NO_ROUND, ReportColumns
 
-__all__ = ["INVALID", "METRICS_NAMESPACE", "STATS", "ParseReports", "merge_stats", "parse_columns",
-           "empty_stats"]
+__all__ = ["INVALID", "METRICS_NAMESPACE", "ROUNDS", "STATS", "ParseReports", "merge_stats",
+           "parse_columns", "empty_stats", "round_batches"]
+
+ROUNDS = "rounds"     # tag of the per-round output: (round, ReportBatch)
 
 INVALID = "invalid"   # tag of the dead-letter output: one list of dead-letter dicts per batch
 # tag of the per-batch tallies: {"read", "accepted", "rejected": {reason: reports},
@@ -54,9 +59,12 @@ def _dead_letter(raw: bytes, source: str, reason: int, message: str) -> dict[str
             "message": message}
 
 
-def parse_columns(cols: ReportColumns, config: CollectionConfig
-                  ) -> tuple[list[ReportBatch], list[dict], dict[str, Any]]:
-    """Validate one column batch: (valid batches, one per block; dead letters; tallies)."""
+def parse_columns(cols: ReportColumns, config: CollectionConfig,
+                  rounds: tuple[int, int] | None = None, with_rounds: bool = False):
+    """Validate one column batch: (valid batches, one per block; dead letters; tallies), and with
+    ``with_rounds`` a fourth list: the int64 rounds of each valid batch's rows (``NO_ROUND``
+    where none), or None per batch when the columns carry no round. ``rounds``: the inclusive
+    ``(first, last)`` round of the run."""
     protocol = config.protocol
     n = len(cols)
     nb = protocol.n_blocks
@@ -85,8 +93,16 @@ def parse_columns(cols: ReportColumns, config: CollectionConfig
     in_range = (block >= 0) & (block < nb)
     expected = widths[np.where(in_range, block, 0)]
     reject(lengths != expected, Reason.BAD_LENGTH)
+    rnd = cols.round
+    if rnd is not None:
+        has = rnd != NO_ROUND
+        bad_round = has & (rnd < 0)
+        if rounds is not None:
+            bad_round |= has & ((rnd < rounds[0]) | (rnd > rounds[1]))
+        reject(bad_round, Reason.ROUND_OUT_OF_RANGE)
 
     batches = []
+    batch_rows = []
     ok = reason == Reason.OK
     for j in (range(nb) if nb > 1 else (0,)):
         rows = np.flatnonzero(ok & (block == j)) if nb > 1 else np.flatnonzero(ok)
@@ -102,10 +118,13 @@ def parse_columns(cols: ReportColumns, config: CollectionConfig
                 detail[i] = f"decode_payloads(block {j}) rejected the payload: {Reason(w).name}"
             good = ~bad
             batches.append(ReportBatch(block[rows[good]], cols.seed[rows[good]], values[good]))
+            batch_rows.append(rows[good])
         elif len(rows) == n:  # the whole batch is one block: no gathers
             batches.append(ReportBatch(block, cols.seed, values))
+            batch_rows.append(None)
         else:
             batches.append(ReportBatch(block[rows], cols.seed[rows], values))
+            batch_rows.append(rows)
 
     dead = []
     rejected: dict[str, int] = {}
@@ -135,7 +154,24 @@ def parse_columns(cols: ReportColumns, config: CollectionConfig
     stats = {"read": cols.n_read, "accepted": accepted, "rejected": rejected, "regions": regions}
     # internal invariant, not user-data validation
     assert accepted + sum(rejected.values()) == cols.n_read
-    return batches, dead, stats
+    if not with_rounds:
+        return batches, dead, stats
+    batch_round = [None if rnd is None else (rnd if r is None else rnd[r]) for r in batch_rows]
+    return batches, dead, stats, batch_round
+
+
+def round_batches(batch: ReportBatch, rnd: np.ndarray | None) -> Iterator[tuple[int, ReportBatch]]:
+    """``(round, rows of that round)`` for each round present (rows without one are skipped)."""
+    if rnd is None or not len(rnd):
+        return
+    first, last = int(rnd.min()), int(rnd.max())
+    if first == last:  # one round per file (what encode --round writes): no gathers
+        if first != NO_ROUND:
+            yield first, batch
+        return
+    for r in np.unique(rnd).tolist():
+        if r != NO_ROUND:
+            yield int(r), batch.take(rnd == r)
 
 
 def _widths(protocol) -> np.ndarray:
@@ -186,9 +222,12 @@ class ParseReports(beam.DoFn):
     """ReportColumns -> valid ``ReportBatch``es (main) + dead-letter lists (``INVALID``) + tallies
     (``STATS``). Counters ``privfreq:read/accepted/rejected`` and ``privfreq:rejected_<REASON>``."""
 
-    def __init__(self, config: CollectionConfig):
+    def __init__(self, config: CollectionConfig, rounds: tuple[int, int] | None = None,
+                 by_round: bool = False):
         self._config_json = config.to_json(indent=None)  # small to pickle; rebuilt in setup()
         self._config = None
+        self._rounds = rounds
+        self._by_round = by_round
 
     def setup(self):
         self._config = CollectionConfig.from_json(self._config_json)
@@ -197,13 +236,18 @@ class ParseReports(beam.DoFn):
         self._rejected = Metrics.counter(METRICS_NAMESPACE, "rejected")
 
     def process(self, cols: ReportColumns) -> Iterator:
-        batches, dead, stats = parse_columns(cols, self._config)
+        batches, dead, stats, batch_round = parse_columns(cols, self._config, self._rounds,
+                                                          with_rounds=True)
         self._read.inc(stats["read"])
         self._accepted.inc(stats["accepted"])
         self._rejected.inc(stats["read"] - stats["accepted"])
         for name, n in stats["rejected"].items():
             Metrics.counter(METRICS_NAMESPACE, f"rejected_{name}").inc(n)
         yield from batches
+        if self._by_round:
+            for b, rnd in zip(batches, batch_round):
+                for r, rb in round_batches(b, rnd):
+                    yield pvalue.TaggedOutput(ROUNDS, (r, rb))
         if dead:
             yield pvalue.TaggedOutput(INVALID, dead)
         yield pvalue.TaggedOutput(STATS, stats)
