@@ -9,6 +9,18 @@ Writes ``DIR/estimates.parquet`` (item, estimate, stderr, true_frequency), ``DIR
 (the keys of ``aggregate``'s summary plus the truth-based ``transforms.outputs.TRUTH_KEYS``: ``mse``
 against the simulated truth, ``predicted_mse``, ...) and ``DIR/estimates.png`` (the top items with
 95 % intervals and their true frequencies), published as ``aggregate`` publishes its outputs.
+
+Evolving data (longitudinal protocols, SPEC §7; docs/longitudinal.md)::
+
+    privfreq simulate --protocol loloha --k 1024 --epsilon 0.8 --epsilon-perm 2 --n 100000 \
+        --rounds 10 --change-rate 0.1 --distribution zipf:1.3 --seed 1 --output out/long
+
+Users are sharded; each shard holds its users' memoized state (``MemoStore``) for all rounds
+(``transforms.simulate.SimulateRounds``): every round a user keeps its item with probability
+``1 − R``, else draws a new one. Writes ``DIR/rounds.parquet`` (round, item, estimate, stderr,
+true_frequency), ``DIR/summary.json`` (``protocol``, ``config``, ``truth``, ``rounds``: per round
+``round, n, mse, predicted_mse``; ``budget``: ``epsilon_perm, cap``, and ε spent per user
+``mean, p50, p99, max, at_cap``) and ``DIR/rounds.png``.
 """
 from __future__ import annotations
 
@@ -16,13 +28,17 @@ import argparse
 import logging
 
 import apache_beam as beam
+import numpy as np
 
 from privfreq.pipelines import common
 from privfreq.pipelines.config import add_protocol_args, build_config
 from privfreq.protocols.config import CollectionConfig
 from privfreq.transforms import outputs
 from privfreq.transforms.estimate import EstimateFrequencies
-from privfreq.transforms.simulate import Distribution, SimulateReports
+from privfreq.transforms.simulate import Distribution, SimulateReports, SimulateRounds
+from privfreq.transforms.estimate import CountReports, decode_counts
+
+ROUNDS_TABLE = "rounds.parquet"
 
 
 def _write_results(est, truth, stats: dict, truth_info: dict, config_json: str, out_dir: str):
@@ -42,6 +58,85 @@ def build(p: beam.Pipeline, config: CollectionConfig, n: int, distribution: Dist
         config.to_json(indent=None), out_dir)
 
 
+def _keys_summary(hist, epsilon_perm: float, cap: float) -> dict:
+    """Spent ε per user (ε∞ × distinct memo keys) from the histogram of keys per user."""
+    hist = np.asarray(hist, dtype=np.int64)
+    spent = np.arange(len(hist)) * epsilon_perm
+    n = int(hist.sum())
+    cdf = np.cumsum(hist)
+
+    def q(p):
+        return float(spent[int(np.searchsorted(cdf, p * n, side="left"))])
+
+    return {"epsilon_perm": epsilon_perm, "cap": cap, "n_users": n,
+            "mean": float((hist * spent).sum() / n), "p50": q(0.5), "p99": q(0.99),
+            "max": float(spent[np.flatnonzero(hist)[-1]]),
+            "at_cap": int(hist[-1])}
+
+
+def _write_rounds(_, per_round: list, truth: list, keys, truth_info: dict, config_json: str,
+                  out_dir: str) -> dict:
+    """``rounds.parquet``, ``summary.json`` and ``rounds.png`` of a longitudinal simulation."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    config = CollectionConfig.from_json(config_json)
+    proto = config.protocol
+    k = proto.k
+    per_round = sorted(per_round, key=lambda t: t[0])
+    true = {r: c / max(int(c.sum()), 1) for r, c in truth}
+    rows, entries = [], []
+    for r, est, n in per_round:
+        f = true[r]
+        rows.append(pa.table({
+            "round": np.full(k, r, np.int64), "item": np.arange(k, dtype=np.int64),
+            "estimate": est.frequencies.astype(np.float64),
+            "stderr": est.stderr.astype(np.float64), "true_frequency": f}))
+        entries.append({"round": r, "n": int(n),
+                        "mse": float(np.mean((est.frequencies - f) ** 2)),
+                        **{"predicted_mse": outputs.predicted(proto, int(n), f)["predicted_mse"]}})
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.concat_tables(rows), buf)
+    outputs._write_bytes(f"{out_dir}/{ROUNDS_TABLE}", buf.getvalue().to_pybytes())
+    summary = {"protocol": proto.protocol_id,
+               "config": {**config.to_dict(), "fingerprint": config.fingerprint},
+               "truth": truth_info, "rounds": entries,
+               "budget": _keys_summary(keys, float(proto.epsilon_perm), float(proto.budget_cap))}
+    outputs._write_bytes(f"{out_dir}/{outputs.ROUNDS_PLOT}", outputs.plot_rounds(
+        [(r, e) for r, e, _ in per_round], per_round[0][1],
+        f"{proto.protocol_id} k={k} ε∞={proto.epsilon_perm:g} ε1={proto.epsilon:g}: "
+        f"{len(per_round)} rounds, change rate {truth_info['change_rate']:g}", truth=true))
+    summary = outputs._jsonable(summary)
+    outputs._write_bytes(f"{out_dir}/{outputs.SUMMARY}",
+                         (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    return summary
+
+
+def _decode_round(kv, config_json: str):
+    r, counts = kv
+    return r, decode_counts(counts, config_json), counts.n
+
+
+def build_rounds(p: beam.Pipeline, config: CollectionConfig, n: int, distribution: Distribution,
+                 seed: int, rounds: int, change_rate: float, out_dir: str) -> None:
+    """A longitudinal simulation: users evolving over ``rounds`` rounds, estimated per round."""
+    config_json = config.to_json(indent=None)
+    sim = p | "SimulateRounds" >> SimulateRounds(config, n, distribution, seed, rounds,
+                                                 change_rate)
+    per_round = (sim["reports"]
+                 | "CountPerRound" >> beam.CombinePerKey(CountReports(config))
+                 | "DecodeRounds" >> beam.Map(_decode_round, config_json))
+    truth_info = {"n": n, "distribution": str(distribution), "seed": seed, "rounds": rounds,
+                  "change_rate": change_rate}
+    _ = (sim["keys"]
+         | "WriteRounds" >> beam.Map(
+             lambda keys, pr, tr: _write_rounds(None, pr, tr, keys, truth_info, config_json,
+                                                out_dir),
+             beam.pvalue.AsList(per_round), beam.pvalue.AsList(sim["truth"])))
+
+
 def run(argv=None, save_main_session=True):
     parser = argparse.ArgumentParser(prog="privfreq simulate", description=__doc__.split("\n")[0])
     add_protocol_args(parser)
@@ -49,8 +144,21 @@ def run(argv=None, save_main_session=True):
     parser.add_argument("--distribution", default="zipf:1.1", help="zipf:S | spike | uniform")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (>= 0)")
     parser.add_argument("--output", required=True, help="output directory")
+    parser.add_argument("--epsilon-perm", type=float, default=None,
+                        help="longitudinal protocols: ε∞ of the permanent round (--epsilon is "
+                             "ε1, one report)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="longitudinal protocols: rounds of evolving data (default 1)")
+    parser.add_argument("--change-rate", type=float, default=0.1,
+                        help="with --rounds: probability a user draws a new item each round")
     args, beam_args = parser.parse_known_args(argv)
+    if args.epsilon_perm is not None:
+        args.param = [*args.param, f"epsilon_perm={args.epsilon_perm}"]
     config = build_config(args)
+    longitudinal = getattr(config.protocol, "longitudinal", False)
+    if args.rounds is not None and not longitudinal:
+        raise ValueError(f"simulate: --rounds needs a longitudinal protocol (lgrr, losue, lsue, "
+                         f"loloha, biloloha, dbitflip), got {config.protocol_id!r}")
     distribution = Distribution.parse(args.distribution)
     if args.n < 1:
         raise ValueError(f"simulate: n must be >= 1, got {args.n}")
@@ -59,7 +167,11 @@ def run(argv=None, save_main_session=True):
     options = common.pipeline_options(beam_args, save_main_session)
     with common.staged_output(args.output) as tmp:
         with beam.Pipeline(options=options) as p:
-            build(p, config, args.n, distribution, args.seed, tmp)
+            if longitudinal:
+                build_rounds(p, config, args.n, distribution, args.seed, args.rounds or 1,
+                             args.change_rate, tmp)
+            else:
+                build(p, config, args.n, distribution, args.seed, tmp)
     logging.info("simulate: wrote %s", args.output)
     return args.output
 
