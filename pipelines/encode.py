@@ -243,11 +243,12 @@ def output_format(output: str, fmt: str | None) -> str:
 def _write(config: CollectionConfig, pieces, output: str, codec: str, fmt: str,
            round_: int | None) -> int:
     fp, pid = config.fingerprint, config.protocol.protocol_id
+    extra = {} if round_ is None else {"round_": round_}  # without a round: the v1 call
     with replaced_atomically(output) as tmp:
         if fmt == "parquet":
-            return write_parquet_reports(tmp, fp, pid, pieces, round_=round_)
+            return write_parquet_reports(tmp, fp, pid, pieces, **extra)
         with open(tmp, "wb") as fo:
-            return write_avro_reports(fo, fp, pid, pieces, codec=codec, round_=round_)
+            return write_avro_reports(fo, fp, pid, pieces, codec=codec, **extra)
 
 
 def _check_round(round_: int | None) -> int | None:
