@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["hash_to_range", "mix64", "seed_state"]
+__all__ = ["MAX_NAME_BYTES", "hash_to_range", "item_id", "mix64", "seed_state"]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -62,3 +62,69 @@ def hash_to_range(state: np.ndarray, offsets: np.ndarray, g: int,
         z *= np.uint64(g)
         z >>= _S32
     return z.astype(np.int64) if as_int64 else z
+
+
+# ----- names -> 64-bit item ids -------------------------------------------------------------------
+# Longest name item_id accepts, in UTF-8 bytes: 255, the DNS limit on a full domain name and the
+# usual limit on a file name; it bounds the padded byte matrix of a batch at 256 bytes per name.
+MAX_NAME_BYTES = 255
+# Default key of item_id (any fixed int64; a collection must use one key for all its clients).
+NAME_HASH_KEY = 0x5052495646524551  # "PRIVFREQ"
+
+
+def _name_bytes(names) -> list[bytes]:
+    """UTF-8 bytes of each name; ``ValueError`` for an empty, too long or non-UTF-8 name."""
+    out = []
+    for i, name in enumerate(names):
+        if isinstance(name, (bytes, bytearray, memoryview)):
+            b = bytes(name)
+            try:
+                b.decode("utf-8", errors="strict")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"item_id: name {i} ({b[:40]!r}) is not valid UTF-8 ({e.reason} "
+                                 f"at byte {e.start})") from None
+        elif isinstance(name, str):
+            try:
+                b = name.encode("utf-8", errors="strict")
+            except UnicodeEncodeError as e:
+                raise ValueError(f"item_id: name {i} ({name[:40]!r}) is not valid UTF-8 "
+                                 f"({e.reason} at character {e.start})") from None
+        else:
+            raise ValueError(f"item_id: names must be str or bytes, got {type(name).__name__} "
+                             f"at position {i}")
+        if not b:
+            raise ValueError(f"item_id: name {i} is empty")
+        if len(b) > MAX_NAME_BYTES:
+            raise ValueError(f"item_id: name {i} ({b[:40]!r}...) is {len(b)} UTF-8 bytes; the limit "
+                             f"is {MAX_NAME_BYTES}")
+        out.append(b)
+    return out
+
+
+def item_id(names, key: int = NAME_HASH_KEY) -> np.ndarray:
+    """Stable 64-bit ids (int64) of names: a keyed hash of their UTF-8 bytes.
+
+    ``names``: an iterable of ``str`` or ``bytes`` (UTF-8), each non-empty and at most
+    ``MAX_NAME_BYTES`` bytes (``ValueError`` naming the position otherwise). The bytes are split
+    into little-endian 64-bit words (zero-padded); ``h ← mix64(mix64(key) + len·γ)``, then per word
+    ``h ← mix64((h ⊕ word) + (i+1)·γ)`` over the name's own words only, so an id never depends on
+    the batch. Vectorized over names (one pass per 8-byte column). Two distinct names collide with
+    probability ≈ 2^−64 (≈ 3·10^−8 among 10^6 names); the id is the uint64 hash viewed as int64.
+    """
+    data = _name_bytes(names)
+    n = len(data)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    lengths = np.fromiter(map(len, data), dtype=np.int64, count=n)
+    width = int(-(-lengths.max() // 8) * 8)
+    buf = np.frombuffer(b"".join(b.ljust(width, b"\0") for b in data), dtype="<u8")
+    words = buf.reshape(n, width // 8)
+    n_words = -(-lengths // 8)
+    with np.errstate(over="ignore"):
+        h = seed_state(key)[0] + lengths.astype(np.uint64) * _GAMMA
+        mix64(h)
+        for c in range(words.shape[1]):
+            z = (h ^ words[:, c]) + np.uint64(c + 1) * _GAMMA
+            mix64(z)
+            h = np.where(c < n_words, z, h)
+    return h.view(np.int64)

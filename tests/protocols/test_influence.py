@@ -31,6 +31,8 @@ CONFIGS = {
     "loloha": {"k": 8, "epsilon_perm": 2.0, "epsilon": 1.0},
     "biloloha": {"k": 8, "epsilon_perm": 2.0, "epsilon": 1.0},
     "dbitflip": {"k": 6, "epsilon_perm": 2.0, "d": 1},
+    "hcms": {"k": 8, "epsilon": 1.0, "hashes": 2, "buckets": 16},
+    "cms": {"k": 8, "epsilon": 1.0, "hashes": 2, "buckets": 8},
 }
 CONFIGS_MSS3 = {"k": 19, "epsilon": 2.0, "moduli": [5, 7, 9]}
 N = 300
