@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "budget": ("privfreq.pipelines.budget", "distribution of ε spent per user of an encode --state file"),
     "aggregate": ("privfreq.pipelines.aggregate", "Beam job: report files -> estimates, summary, plot"),
     "simulate": ("privfreq.pipelines.simulate", "Beam job: synthetic reports -> estimates, MSE, plot"),
+    "query": ("privfreq.pipelines.query", "estimate and stderr per candidate name from sketch totals (hcms, cms)"),
     "audit": ("privfreq.pipelines.audit", "lower-bound ε empirically from randomizer samples (privacy audit)"),
     "evaluate": ("privfreq.pipelines.evaluate", "Beam job: protocols × k × ε × distributions grid -> MSE, bits, time, ASR report"),
     "demo": ("privfreq.pipelines.demo", "plan, simulate, encode and aggregate MSS end to end"),
