@@ -141,8 +141,11 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--only", default=None, help="comma-separated families")
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--refit", action="store_true",
+                    help="measure nothing: refit every family from the stored rows")
     args = ap.parse_args(argv)
-    measure_fams = list(FAMILIES) if args.only is None else args.only.split(",")
+    measure_fams = ([] if args.refit else list(FAMILIES) if args.only is None
+                    else args.only.split(","))
     stored = {}
     if os.path.exists(ROWS):
         with open(ROWS) as f:

@@ -10,7 +10,8 @@ planner's moduli, ASS/AUE/ALH/ATHE with their knob solved for the objective) ran
 objective, one line each: predicted MSE at n (and n·MSE), information bits, wire bytes per report,
 closed-form ASR, client µs per report and server seconds for n reports (cost model fitted by
 benchmarks/cost_model.py), privacy ("pure" or "computational"); what breaks a limit is listed last
-with the limit and the factor. ``--json`` prints the options as a JSON list.
+with the limit and the factor. Computational-privacy protocols (seed-compressed) are listed as ruled
+out unless ``--allow-computational``. ``--json`` prints the options as a JSON list.
 
 MSS moduli (``--protocol mss``, or any of ``--ell``/``--max-mse-factor``/``--max-bits``): one line
 per candidate (moduli, ℓ, bits per report, MSE ratio to SS on [k], predicted n·MSE, condition
@@ -65,7 +66,8 @@ def _advise(args):
     from privfreq.protocols.advisor import advise
     options = advise(args.k, args.epsilon, n=args.n, max_bytes=args.max_bytes,
                      max_server_seconds=args.max_server_seconds, objective=args.objective,
-                     delta=args.delta, seed=args.seed)
+                     delta=args.delta, seed=args.seed,
+                     allow_computational=args.allow_computational)
     if args.json:
         print(json.dumps([o.to_dict() for o in options], indent=2))
         return options
@@ -100,6 +102,8 @@ def run(argv=None, save_main_session=True):
                         help="rank by MSE, by ASR within (1+delta)x the best MSE, or by bytes")
     parser.add_argument("--delta", type=float, default=1.0,
                         help="asr objective: allowed MSE excess factor - 1 (default 1: 2x)")
+    parser.add_argument("--allow-computational", action="store_true",
+                        help="rank seed-compressed protocols (computational privacy) with the rest")
     parser.add_argument("--ell", type=int, default=None, help="MSS: number of moduli (default 2-4)")
     parser.add_argument("--max-mse-factor", type=float, default=None,
                         help="MSS: keep candidates within this MSE factor of SS, rank by bits")

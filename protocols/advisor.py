@@ -17,14 +17,17 @@ knob solved for the objective by ``protocols.tuning``) the advisor predicts, wit
 * ``privacy``: ``"pure"`` (ε-LDP against any adversary) or ``"computational"`` (seed-compressed
   reports: ε-LDP only against an adversary who cannot break the PRG).
 
-Objectives: ``"mse"`` (least MSE, then bytes), ``"bytes"`` (fewest wire bytes, then MSE) and
-``"asr"`` (least ASR among options with MSE <= (1+δ)·the least feasible MSE, then the rest by MSE;
-the refined protocols' knobs are tuned with the same δ against their own family's best). An option
+Objectives: ``"mse"`` (least MSE, then bytes); ``"asr"`` and ``"bytes"``: among the options with
+MSE <= (1+δ)·(the least feasible MSE), the least ASR or the fewest wire bytes, then the rest by
+MSE (a bytes ranking without an accuracy floor would always pick GRR's 2-byte reports, whatever
+their MSE). Under ``"asr"`` the refined protocols' knobs are tuned with the same δ against their
+own family's best MSE. An option
 that breaks a limit (``max_bytes``, ``max_server_seconds``) is listed after every feasible one with
 ``ruled_out`` naming the limit and by how much it is exceeded.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -63,6 +66,16 @@ def _ss_client_units(m: int, omega: int) -> float:
     return min(omega * per, m * s.BITMAP_NS_PER_POSITION + omega * s.BITMAP_NS_PER_ELEMENT)
 
 
+def _ue_client_units(k: int, q: float) -> float:
+    """The unary sampler's own cost model in ns (``ue_sampler.use_sparse``'s two paths)."""
+    from privfreq.protocols import ue_sampler as u
+    m = k - 1
+    ones = m * q + u.SPARSE_EXTRA_SD * math.sqrt(m * q * (1 - q)) + 8
+    lead = max(0, -math.floor(math.log2(q)) - 1) if q > 0 else 64
+    dense = u.DENSE_NS_PER_WORD * (k / 64) * (lead + u.DENSE_STEPS)
+    return min(u.SPARSE_NS_PER_ONE * ones, dense)
+
+
 def cost_features(proto) -> tuple[float, float, float]:
     """Work units ``(u_c per report on the client, u_s per report on the server, u_d per
     estimate)`` of a protocol instance; the cost model is linear in them per family."""
@@ -71,7 +84,7 @@ def cost_features(proto) -> tuple[float, float, float]:
     if fam == "grr":
         return 1.0, 1.0, k
     if fam == "ue":
-        return k * (1 + 64 * proto.q) / 64, k / 8, k
+        return _ue_client_units(k, proto.q), k / 8, k
     if fam == "lh":
         return 1.0, k, k
     if fam == "hr":
@@ -163,20 +176,26 @@ def _option(proto, n, note="", privacy="pure", mse_n1=None, wire=None) -> Option
                   wire, asr, kind, client, server, privacy=privacy, note=note)
 
 
+@functools.lru_cache(maxsize=64)
+def _planned(k, epsilon, asr_delta, seed):
+    """The planner's pick (``asr_delta`` None: least MSE; else ``plan_asr`` over the 3 best)."""
+    from privfreq.protocols.planner import plan, plan_asr
+    if asr_delta is None:
+        return plan(k, epsilon, top=1, seed=seed)[0]
+    return plan_asr(k, epsilon, delta=asr_delta, top=1, pool=3, seed=seed)[0][0]
+
+
 def _mss_option(k, epsilon, n, objective, delta, max_bytes, seed):
     from privfreq.protocols.mss import ModularSubsetSelection
-    from privfreq.protocols.planner import min_payload_bytes, plan, plan_asr
+    from privfreq.protocols.planner import min_payload_bytes
     low = min_payload_bytes(k, epsilon)
     if max_bytes is not None and low > max_bytes:
         return Option("mss", {"k": k, "epsilon": epsilon}, math.nan, math.nan, math.nan, low,
                       math.nan, "none", math.nan, math.nan,
                       ruled_out=[f"max_bytes: every feasible moduli set needs >= {low:,.0f} bytes "
-                                 f"per report, {low / max_bytes:.1f}x the limit {max_bytes:,}"],
+                                 f"per report, {low / max_bytes:.1f}x the limit {max_bytes:,g}"],
                       note="not planned (O(1) payload bound)")
-    if objective == "asr":
-        cand = plan_asr(k, epsilon, delta=delta, top=1, pool=3, seed=seed)[0][0]
-    else:
-        cand = plan(k, epsilon, top=1, seed=seed)[0]
+    cand = _planned(k, epsilon, delta if objective == "asr" else None, seed)
     proto = ModularSubsetSelection(k, epsilon, cand.moduli)
     return _option(proto, n, note=f"planner moduli {list(cand.moduli)}",
                    mse_n1=cand.predicted_mse_n1, wire=cand.payload_bytes)
@@ -184,8 +203,11 @@ def _mss_option(k, epsilon, n, objective, delta, max_bytes, seed):
 
 def advise(k: int, epsilon: float, n: int = 10**6, max_bytes: float | None = None,
            max_server_seconds: float | None = None, objective: str = "mse", delta: float = 1.0,
-           protocols=None, seed: int = 0) -> list[Option]:
-    """Ranked options (module docstring): feasible first, by ``objective``; then the ruled out."""
+           protocols=None, seed: int = 0, allow_computational: bool = False) -> list[Option]:
+    """Ranked options (module docstring): feasible first, by ``objective``; then the ruled out.
+
+    ``allow_computational``: rank protocols whose privacy is computational (seed-compressed) with
+    the others; by default they are listed as ruled out by "privacy: computational"."""
     k = check_int("advise", "k", k, 2, 2**31)
     epsilon = check_epsilon("advise", epsilon)
     n = check_int("advise", "n", n, 1)
@@ -223,6 +245,9 @@ def advise(k: int, epsilon: float, n: int = 10**6, max_bytes: float | None = Non
         if max_bytes is not None and opt.wire_bytes > max_bytes and not opt.ruled_out:
             opt.ruled_out.append(f"max_bytes: {opt.wire_bytes:,.0f} bytes per report, "
                                  f"{opt.wire_bytes / max_bytes:.1f}x the limit {max_bytes:,g}")
+        if opt.privacy == "computational" and not allow_computational:
+            opt.ruled_out.append("privacy: computational (ε-LDP only against an adversary who "
+                                 "cannot break the PRG); allow with --allow-computational")
         if max_server_seconds is not None and opt.server_s > max_server_seconds:
             opt.ruled_out.append(f"max_server_seconds: {opt.server_s:,.3g} s for n = {n:,}, "
                                  f"{opt.server_s / max_server_seconds:.1f}x the limit "
@@ -232,10 +257,9 @@ def advise(k: int, epsilon: float, n: int = 10**6, max_bytes: float | None = Non
     bad = [o for o in options if not o.feasible]
     if objective == "mse":
         ok.sort(key=lambda o: (o.mse, o.wire_bytes))
-    elif objective == "bytes":
-        ok.sort(key=lambda o: (o.wire_bytes, o.mse))
     else:
         cap = (1 + delta) * min((o.mse for o in ok), default=math.inf) * (1 + 1e-12)
-        ok.sort(key=lambda o: (o.mse > cap, o.asr if o.mse <= cap else o.mse))
+        within = (lambda o: o.asr) if objective == "asr" else (lambda o: o.wire_bytes)
+        ok.sort(key=lambda o: (o.mse > cap, within(o) if o.mse <= cap else o.mse))
     bad.sort(key=lambda o: (o.mse if math.isfinite(o.mse) else math.inf))
     return ok + bad
