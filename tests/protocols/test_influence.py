@@ -33,6 +33,7 @@ CONFIGS = {
     "dbitflip": {"k": 6, "epsilon_perm": 2.0, "d": 1},
     "hcms": {"k": 8, "epsilon": 1.0, "hashes": 2, "buckets": 16},
     "cms": {"k": 8, "epsilon": 1.0, "hashes": 2, "buckets": 8},
+    "pem": {"k": 8, "epsilon": 1.0, "step": 1},
 }
 CONFIGS_MSS3 = {"k": 19, "epsilon": 2.0, "moduli": [5, 7, 9]}
 N = 300
