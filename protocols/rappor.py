@@ -26,6 +26,10 @@ CHUNK_ELEMENTS = 1 << 22
 # output_distribution enumerates 2^bloom_bits bit vectors per cohort.
 ENUMERATION_LIMIT_BITS = 12
 LSMR_TOL = 1e-10
+# The one-stage unbiased decoder needs C·b >= FULL_RANK_FACTOR·k: near-square Bloom systems are
+# badly conditioned (k = 1024, Zipf(1.1), n = 2·10^5, ε = 4, no IRR: MSE 7.0e-3 at C·b = k,
+# 4.8e-6 at 2k, 2.9e-6 at 4k; the two-stage decoder 6.4-7.2e-7 at all three).
+FULL_RANK_FACTOR = 2
 # Two-stage decoder (cohorts·bloom_bits < k): the Lasso penalty is LASSO_Z noise standard
 # deviations of a null candidate's score X_jᵀε (see ``select_candidates``): the universal
 # threshold sqrt(2 ln k) (about the max of k null scores; k·P(Z > sqrt(2 ln k)) < 0.1 for
@@ -71,9 +75,10 @@ class RAPPOR(PackedBitsPayload, LeastSquaresDecoder):
     ``t_{c,i} = (Y_{c,i} − p*·N_c)/((1−f)(q−p))`` is unbiased for the true Bloom-bit count, and
     ``E[t_c | N] = N_c·X_c f`` with ``X_c ∈ {0,1}^{b×k}`` the cohort's Bloom matrix. ``f̂`` solves the
     row-weighted least squares ``min Σ_c ||X_c f − t_c/N_c||²·N_c`` (LSMR on the sparse system;
-    unbiased when the stacked Bloom matrix has full column rank, which needs ``C·b >= k``).
-    When ``C·b < k`` (Bloom filters smaller than the domain, RAPPOR's own setting) the system is
-    underdetermined and the original decoder's two stages are used: (1) candidate selection by a
+    unbiased when the stacked Bloom matrix has full column rank, which needs ``C·b >= k``); used
+    when ``C·b >= FULL_RANK_FACTOR·k``, where that system is well conditioned. Otherwise (Bloom
+    filters smaller than the domain, RAPPOR's own setting, or a near-square system) the original
+    decoder's two stages are used: (1) candidate selection by a
     non-negative Lasso on the same weighted system (``select_candidates``, scikit-learn), (2) the
     least squares above restricted to the selected columns, with standard errors from
     ``covariance_diagonal`` on those columns (conditional on the selection); unselected items are
@@ -223,9 +228,10 @@ class RAPPOR(PackedBitsPayload, LeastSquaresDecoder):
         return sp.diags(scale) @ x, scale
 
     @property
-    def full_rank_possible(self) -> bool:
-        """``C·b >= k``: the one-stage unbiased decoder applies."""
-        return self.cohorts * self.bloom_bits >= self.k
+    def full_rank_decoder(self) -> bool:
+        """``C·b >= FULL_RANK_FACTOR·k``: the one-stage unbiased decoder is used (else Lasso
+        selection, then least squares on the selected candidates)."""
+        return self.cohorts * self.bloom_bits >= FULL_RANK_FACTOR * self.k
 
     def covariance_diagonal(self, n_block, f, cols=None) -> np.ndarray:
         """``diag Cov(f̂)`` against the population's own frequencies f, given the cohort sizes
@@ -314,13 +320,13 @@ class RAPPOR(PackedBitsPayload, LeastSquaresDecoder):
     def estimate(self, acc: Counts, stderr: bool = True, candidates=None) -> Estimate:
         """Regression decode; standard errors are ``covariance_diagonal`` at the realised cohort
         sizes and the plug-in frequencies (f̂ projected onto the simplex); ``stderr=False`` skips
-        them (NaN; they cost O(k³)). ``C·b < k`` (or ``candidates`` given): two stages, Lasso
+        them (NaN; they cost O(k³)). ``C·b < FULL_RANK_FACTOR·k`` (or ``candidates`` given): two stages, Lasso
         selection then least squares on the selected candidates (see the class docstring)."""
         n = acc.n
         if n == 0:
             return Estimate(np.zeros(self.k), np.full(self.k, np.inf), {"n": 0})
         nb, rhs = self._rhs(acc)
-        if self.full_rank_possible and candidates is None:
+        if self.full_rank_decoder and candidates is None:
             a, _ = self._system(nb)
             sol = lsmr(a, rhs, atol=LSMR_TOL, btol=LSMR_TOL, maxiter=10 * self.k)
             f_hat, istop, itn = sol[0], sol[1], sol[2]

@@ -200,11 +200,13 @@ def test_two_stage_decoder_recovers_planted_heavy_hitters():
 
 
 def test_full_rank_decoder_kept_for_small_k():
-    r = RAPPOR(k=64, epsilon=4.0, bloom_bits=16, hashes=2, cohorts=4)
+    r = RAPPOR(k=64, epsilon=4.0, bloom_bits=32, hashes=2, cohorts=4)        # C·b = 2k
     acc = r.add_reports(r.create_accumulator(),
                         r.randomize(np.arange(2000) % 64, np.random.default_rng(1)))
     assert "decoder" not in r.estimate(acc).diagnostics
     small = RAPPOR(k=64, epsilon=4.0, bloom_bits=8, hashes=2, cohorts=4)     # C·b = 32 < k
+    square = RAPPOR(k=64, epsilon=4.0, bloom_bits=16, hashes=2, cohorts=4)   # C·b = k: ill-conditioned
+    assert r.full_rank_decoder and not small.full_rank_decoder and not square.full_rank_decoder
     acc = small.add_reports(small.create_accumulator(),
                             small.randomize(np.zeros(2000, np.int64), np.random.default_rng(1)))
     est = small.estimate(acc)
