@@ -4,6 +4,7 @@
     python benchmarks/longitudinal_client.py attack [--k 32] [--users 4000]
     python benchmarks/longitudinal_client.py done-when [--runs 50] [--k 64,1024] [--protocols ...]
     python benchmarks/longitudinal_client.py calibration
+    python benchmarks/longitudinal_client.py encode-state [--n 1000000] [--before-rev 7bbff0a]
 
 speed: stateful in-memory randomization (``MemoStore.report``, memo entries already drawn: the
 steady state of a daily collection) of L-GRR and LOLOHA vs the stateless ``randomize``, and the
@@ -13,6 +14,11 @@ attack: attacker success rate vs T for GRR/OLH re-randomized every round vs L-GR
 done-when: k ∈ {64, 1024}, ε∞ ∈ {1, 2, 4}, ε1 = 0.4·ε∞, n = 10^4, 10 rounds, change rate 0.1,
 Zipf(1.1) items; mean per-round MSE / mean formula over the runs, per protocol; the ledger of every
 user checked against its distinct memo keys (recomputed from the item history) and the cap.
+encode-state: ``privfreq encode --state`` end to end (Parquet input of user_id, item -> Avro),
+LOLOHA k = 64, ε∞ = 2, ε1 = 0.8, n users in random order: round 0 (every user new) and round 1
+(the same users, 10 % with a new item), beside the stateless ``encode`` of the same rows; with
+``--before-rev`` also the ``SqliteStateStore`` of that git revision at its batch size (2^16),
+interleaved in one process. users/s and the ratio to the stateless path.
 calibration: V*(paper)/V*(exact) at f = 0 for L-GRR and LOLOHA (each with its own best g).
 """
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import os
 import tempfile
 import time
+import zlib
 
 import numpy as np
 
@@ -127,6 +134,7 @@ def one_run(proto, n, rounds, change, dist, rng):
 
 def done_when(args):
     ks = [int(v) for v in args.k_list.split(",")]
+    eps_list = [float(v) for v in args.eps_list.split(",")]
     print(f"n = {args.n}, {args.rounds} rounds, change rate {args.change}, Zipf(1.1), "
           f"ε1 = {args.alpha}·ε∞, {args.runs} seeded runs per cell")
     print("| protocol | k | ε∞ | mean MSE | mean formula | ratio | ledger ok | spent mean/max | "
@@ -135,9 +143,10 @@ def done_when(args):
     worst = 0.0
     for pid in args.protocols.split(","):
         for k in ks:
-            for ei in (1.0, 2.0, 4.0):
+            for ei in eps_list:
                 proto = PROTOCOLS[pid](k, ei, args.alpha * ei)
-                rng = np.random.default_rng([k, int(ei * 10), hash(pid) % 1000])
+                # zlib.crc32, not hash(): str hashes are salted per process (PYTHONHASHSEED)
+                rng = np.random.default_rng([k, int(ei * 10), zlib.crc32(pid.encode()) % 1000])
                 res = [one_run(proto, args.n, args.rounds, args.change, zipf(k), rng)
                        for _ in range(args.runs)]
                 m = np.mean([r[0] for r in res])
@@ -149,6 +158,75 @@ def done_when(args):
                       f"{ok} | {spent.mean():.2f}/{spent.max():.0f} | {proto.budget_cap:g} |",
                       flush=True)
     print(f"worst |ratio − 1| = {worst:.3f}")
+
+
+def encode_state(args):
+    import importlib.util
+    import shutil
+    import subprocess
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import privfreq.protocols.longitudinal_client as lc
+    from privfreq.pipelines import cli
+    from privfreq.protocols.config import CollectionConfig
+
+    cfg = CollectionConfig("loloha", {"k": 64, "epsilon_perm": 2.0, "epsilon": 0.8})
+    n, rng = args.n, np.random.default_rng(1)
+    d = tempfile.mkdtemp()
+    users = rng.permutation(n).astype(np.int64) * 7919
+    it0 = rng.integers(0, 64, n)
+    it1 = np.where(rng.random(n) < 0.1, rng.integers(0, 64, n), it0)
+    for r, it in ((0, it0), (1, it1)):
+        pq.write_table(pa.table({"user_id": users, "item": it}), f"{d}/d{r}.parquet")
+    with open(f"{d}/c.json", "w") as f:
+        f.write(cfg.to_json())
+    variants = {"this tree": (lc.SqliteStateStore, [])}
+    if args.before_rev:
+        src = subprocess.run(["git", "show", f"{args.before_rev}:protocols/longitudinal_client.py"],
+                             check=True, capture_output=True, text=True).stdout
+        with open(f"{d}/before.py", "w") as f:
+            f.write(src)
+        spec = importlib.util.spec_from_file_location("lc_before", f"{d}/before.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        variants[f"{args.before_rev} (2^16 batches)"] = (mod.SqliteStateStore,
+                                                         ["--batch-rows", str(1 << 16)])
+
+    def timed(argv):
+        t = time.perf_counter()
+        cli.main(argv)
+        return time.perf_counter() - t
+
+    base = ["encode", "--config", f"{d}/c.json", "--output", f"{d}/out.avro", "--seed", "1"]
+    print(f"n = {n} LOLOHA users (k = 64, ε∞ = 2, ε1 = 0.8), best of {args.repeat}")
+    print("| path | round 0 (new users) users/s | ratio to stateless | "
+          "round 1 (returning) users/s | ratio to stateless |")
+    print("|---|---|---|---|---|")
+    best = {}
+    real = lc.SqliteStateStore
+    try:
+        for rep in range(args.repeat):
+            t_sl = timed(base + ["--input", f"{d}/d0.parquet"])
+            best["stateless"] = min(best.get("stateless", np.inf), t_sl)
+            for name, (cls, extra) in variants.items():
+                lc.SqliteStateStore = cls
+                st = f"{d}/{rep}-{len(name)}.sqlite"
+                for r in (0, 1):
+                    t = timed(base + ["--input", f"{d}/d{r}.parquet", "--round", str(r),
+                                      "--state", st, *extra])
+                    best[name, r] = min(best.get((name, r), np.inf), t)
+                lc.SqliteStateStore = real
+    finally:
+        lc.SqliteStateStore = real
+        shutil.rmtree(d)
+    t_sl = best["stateless"]
+    print(f"| stateless encode | {n / t_sl:.3g} | 1 | {n / t_sl:.3g} | 1 |")
+    for name in variants:
+        t0, t1 = best[name, 0], best[name, 1]
+        print(f"| --state, {name} | {n / t0:.3g} | {t_sl / t0:.3f} | {n / t1:.3g} | "
+              f"{t_sl / t1:.3f} |")
 
 
 def calibration(args):
@@ -177,15 +255,21 @@ def main():
     d = sub.add_parser("done-when")
     d.add_argument("--runs", type=int, default=50)
     d.add_argument("--k-list", default="64,1024")
+    d.add_argument("--eps-list", default="1,2,4", help="ε∞ values")
     d.add_argument("--n", type=int, default=10_000)
     d.add_argument("--rounds", type=int, default=10)
     d.add_argument("--change", type=float, default=0.1)
     d.add_argument("--alpha", type=float, default=0.4)
     d.add_argument("--protocols", default=",".join(PROTOCOLS))
     sub.add_parser("calibration")
+    e = sub.add_parser("encode-state")
+    e.add_argument("--n", type=int, default=1_000_000)
+    e.add_argument("--repeat", type=int, default=2)
+    e.add_argument("--before-rev", default=None,
+                   help="git revision whose SqliteStateStore to time beside this tree's")
     args = ap.parse_args()
-    {"speed": speed, "attack": attack, "done-when": done_when, "calibration": calibration}[
-        args.cmd](args)
+    {"speed": speed, "attack": attack, "done-when": done_when, "calibration": calibration,
+     "encode-state": encode_state}[args.cmd](args)
 
 
 if __name__ == "__main__":

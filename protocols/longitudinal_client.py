@@ -39,7 +39,21 @@ __all__ = ["DENSE_MEMO_ENTRIES", "LongitudinalClient", "MemoStore", "SqliteState
 # ~100 ns (cache misses). Beyond it (L-GRR with large k and many users) the sorted layout.
 DENSE_MEMO_ENTRIES = 1 << 24
 MAGIC = b"PFLSTATE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # MemoStore.to_bytes
+SQLITE_FORMAT = 2  # SqliteStateStore (1: public blob + reports counter; migrated on open)
+
+
+def _unique(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an int64 array: a sort and a mask. (numpy 2.3+'s ``np.unique``
+    without ``return_inverse`` takes a hash-table path, ~40x slower here: 211 ms vs 5 ms for
+    2^18 int64.)"""
+    s = np.sort(a)
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
 
 
 class StateError(ValueError):
@@ -174,7 +188,7 @@ class MemoStore:
         found, vals = self._lookup(flat)
         if not found.all():
             miss = np.flatnonzero(~found)
-            new = np.unique(flat[miss])
+            new = _unique(flat[miss])
             new_users = new // self.n_keys_space
             new_vals = proto.permanent(new % self.n_keys_space, self.public[new_users], rng)
             self._insert(new, new_vals)
@@ -290,12 +304,29 @@ class SqliteStateStore:
     """Many users' longitudinal state in one SQLite file, for a gateway or ``encode --state``.
 
     Tables: ``meta(key, value)`` (format, config JSON, fingerprint) and ``users(user_id INTEGER
-    PRIMARY KEY, public BLOB, keys BLOB, memo BLOB, reports INTEGER)``: per user its public state
-    (int64), the memo keys used (int32, sorted) and their entries (int64 words, same order).
-    ``report`` fetches a batch's users in one ``json_each`` join, runs ``MemoStore.report`` on
-    them (vectorized), and upserts them, all in one ``BEGIN IMMEDIATE`` transaction committed
-    before it returns. Opening a file made under another config raises ``StateError``.
+    PRIMARY KEY, keys BLOB, memo BLOB)``: per user the memo keys used (int32, sorted), and its
+    public state (``public_width`` int64 words: hash seed, buckets) followed by the memo entries
+    (``memo_words`` int64 words each, in key order). Two blobs rather than three: an insert costs
+    ~25 % less, a read ~15 % less (measured, 2^18 rows). A row is
+    inserted in the batch of the user's first report, so a row without memo entries is a lost
+    memo (``StateError``), never a redraw. ``report`` reads a batch's rows in one ``json_each``
+    join, runs ``MemoStore.report`` on them (vectorized), inserts new users and rewrites only the
+    users that drew a new memo entry, all in one ``BEGIN IMMEDIATE`` transaction committed
+    before it returns. Format 1 files (a separate ``public`` blob and a per-user ``reports``
+    counter, which cost a row rewrite per returning user per round) are migrated in place on
+    open. Opening a file made
+    under another config raises ``StateError``.
+
+    Durability: WAL with ``synchronous=FULL``, so each batch's COMMIT is fsynced and survives a
+    power loss, not only a process crash; ``encode --state`` renames its report file only after
+    the last commit. ``synchronous=NORMAL`` would skip that fsync (durable against a process
+    crash, not a power loss: the last batches could roll back after reports derived from them
+    were sent, and a re-run would redraw memo entries already used). At 2^18-row batches the
+    fsync is a few ms per ~2 s batch, so FULL costs <1 %.
     """
+
+    CACHE_KIB = 262144
+    WAL_AUTOCHECKPOINT_PAGES = 16384
 
     def __init__(self, path, config):
         self.config = _config_of(config)
@@ -306,26 +337,38 @@ class SqliteStateStore:
         self.path = str(path)
         self.conn = sqlite3.connect(self.path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed batch survives power loss too, not only a process crash
+        # FULL (see the class docstring): a committed batch survives power loss too
         self.conn.execute("PRAGMA synchronous=FULL")
+        # batches touch users spread over the whole table: keep its pages cached (256 MiB cap,
+        # ~4·10^6 LOLOHA users), and checkpoint the WAL every ~64 MiB rather than 4 MiB
+        self.conn.execute(f"PRAGMA cache_size=-{int(self.CACHE_KIB)}")
+        self.conn.execute(f"PRAGMA wal_autocheckpoint={int(self.WAL_AUTOCHECKPOINT_PAGES)}")
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            self.conn.execute("CREATE TABLE IF NOT EXISTS users (user_id INTEGER PRIMARY KEY, "
-                              "public BLOB NOT NULL, keys BLOB NOT NULL, memo BLOB NOT NULL, "
-                              "reports INTEGER NOT NULL)")
             meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
+                self.conn.execute("CREATE TABLE users (user_id INTEGER PRIMARY KEY, "
+                                  "keys BLOB NOT NULL, memo BLOB NOT NULL)")
                 self.conn.executemany("INSERT INTO meta VALUES (?, ?)", [
-                    ("format", str(FORMAT_VERSION)), ("fingerprint", self.config.fingerprint),
+                    ("format", str(SQLITE_FORMAT)), ("fingerprint", self.config.fingerprint),
                     ("config", self.config.to_json(indent=None))])
             elif meta.get("fingerprint") != self.config.fingerprint:
                 raise StateError(f"state {self.path}: made under config {meta.get('fingerprint')}"
                                  f", not this config {self.config.fingerprint} "
                                  f"({self.config.protocol_id}); refusing to mix states")
-            elif meta.get("format") != str(FORMAT_VERSION):
+            elif meta.get("format") == "1":
+                # format 1: a separate ``public`` blob and a per-user ``reports`` counter (which
+                # rewrote every returning user's row each round); migrated in place, memo
+                # entries unchanged
+                self.conn.execute("UPDATE users SET memo = CAST(public || memo AS BLOB)")
+                self.conn.execute("ALTER TABLE users DROP COLUMN public")
+                self.conn.execute("ALTER TABLE users DROP COLUMN reports")
+                self.conn.execute("UPDATE meta SET value = ? WHERE key = 'format'",
+                                  (str(SQLITE_FORMAT),))
+            elif meta.get("format") != str(SQLITE_FORMAT):
                 raise StateError(f"state {self.path}: format {meta.get('format')}, expected "
-                                 f"{FORMAT_VERSION}")
+                                 f"{SQLITE_FORMAT}")
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -341,49 +384,59 @@ class SqliteStateStore:
     def __exit__(self, *exc):
         self.close()
 
+    def _ids_json(self, ids: np.ndarray) -> str:
+        return json.dumps(ids.tolist())
+
     def _load(self, uniq: np.ndarray, rng) -> tuple[MemoStore, np.ndarray]:
         """Batch-local MemoStore of the users ``uniq`` (sorted, distinct), and whether each
-        already existed."""
+        already existed. One query (``json_each`` join on the primary key) reads the batch's
+        rows; two blob columns per row, no per-row Python beyond the row tuples."""
         proto = self.protocol
         rows = self.conn.execute(
-            "SELECT user_id, public, keys, memo, reports FROM users "
-            "WHERE user_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(uniq.tolist()),)).fetchall()
-        store = MemoStore(proto, dense=False)
+            "SELECT u.user_id, u.keys, u.memo FROM json_each(?) AS j "
+            "JOIN users AS u ON u.user_id = j.value",
+            (self._ids_json(uniq),)).fetchall()
+        store = MemoStore(proto)
         n = len(uniq)
         exists = np.zeros(n, bool)
         public = proto.draw_public(n, rng)
+        w, mw = proto.public_width, proto.memo_words
         if rows:
-            ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+            ids, keys_b, memo_b = zip(*rows)
+            ids = np.array(ids, np.int64)
             pos = np.searchsorted(uniq, ids)
             exists[pos] = True
-            w = proto.public_width
+            n_k = np.fromiter(map(len, keys_b), np.int64, len(rows)) // 4
+            n_m = np.fromiter(map(len, memo_b), np.int64, len(rows)) // 8
+            bad = (n_m != w + n_k * mw) | (n_k == 0)
+            if bad.any():  # a row exists only once its user has reported: a memo must be there
+                i = int(np.argmax(bad))
+                raise StateError(
+                    f"state {self.path}: user {int(ids[i])} has reported (its row exists) with "
+                    f"{int(n_k[i])} memo keys but {max(int(n_m[i]) - w, 0) // mw} memo entries "
+                    f"are stored: the memo is lost; refusing to redraw it")
+            words = np.frombuffer(b"".join(memo_b), "<i8")
+            starts = np.concatenate([[0], np.cumsum(n_m)[:-1]])
+            is_pub = np.zeros(len(words), bool)
             if w:
-                public[pos] = np.frombuffer(b"".join(r[1] for r in rows), "<i8").reshape(-1, w)
+                pub_idx = (starts[:, None] + np.arange(w)).ravel()
+                is_pub[pub_idx] = True
+                public[pos] = words[pub_idx].reshape(-1, w)
+            keys = np.frombuffer(b"".join(keys_b), "<i4").astype(np.int64)
+            vals = words[~is_pub].reshape(-1, mw)
         store.add_users(n, rng, public=public)
         if rows:
-            n_k = np.fromiter((len(r[2]) // 4 for r in rows), np.int64, len(rows))
-            n_m = np.fromiter((len(r[3]) for r in rows), np.int64, len(rows))
-            reports = np.fromiter((r[4] for r in rows), np.int64, len(rows))
-            bad = n_m != n_k * 8 * proto.memo_words
-            lost = (reports > 0) & (n_k == 0)
-            if bad.any() or lost.any():
-                i = int(np.argmax(bad | lost))
-                raise StateError(
-                    f"state {self.path}: user {int(ids[i])} has sent {int(reports[i])} reports "
-                    f"with {int(n_k[i])} memo keys but {int(n_m[i]) // (8 * proto.memo_words)} "
-                    f"memo entries are stored: the memo is lost; refusing to redraw it")
-            keys = np.frombuffer(b"".join(r[2] for r in rows), "<i4").astype(np.int64)
-            vals = np.frombuffer(b"".join(r[3] for r in rows), "<i8").reshape(
-                -1, proto.memo_words)
             store.load_entries(np.repeat(pos, n_k), keys, vals)
-            store.reports[pos] = reports
         return store, exists
 
     def report(self, user_ids, items, rng: np.random.Generator) -> ReportBatch:
         """One report per (user_id, item) row, in row order; the batch's state changes are
         committed (one transaction) before this returns. Raises before writing anything if any
-        row is invalid or a reporting user's memo is missing."""
+        row is invalid or a reporting user's memo is missing.
+
+        Writes only what changed: new users are inserted, users who drew a memo entry for a new
+        key get their ``keys``/``memo`` blobs rewritten, and a returning user whose memo keys
+        are all old costs a read and no write (most users of a steady round)."""
         user_ids = np.asarray(user_ids, dtype=np.int64)
         x = self.protocol.check_items(items)
         if user_ids.shape != x.shape:
@@ -391,20 +444,34 @@ class SqliteStateStore:
         uniq, local = np.unique(user_ids, return_inverse=True)
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            store, _ = self._load(uniq, rng)
+            store, exists = self._load(uniq, rng)
+            keys_before = store.n_keys.copy()
             batch = store.report(local.reshape(-1), x, rng)
-            user, key, vals = store.entries()
-            bounds = np.searchsorted(user, np.arange(len(uniq) + 1))
-            keys32 = key.astype("<i4")
-            vals_le = np.ascontiguousarray(vals, dtype="<i8")
-            pub = np.ascontiguousarray(store.public, dtype="<i8")
-            self.conn.executemany(
-                "INSERT INTO users (user_id, public, keys, memo, reports) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(user_id) DO UPDATE SET keys = excluded.keys, memo = excluded.memo, "
-                "reports = excluded.reports",
-                ((int(uniq[i]), pub[i].tobytes(), keys32[bounds[i]:bounds[i + 1]].tobytes(),
-                  vals_le[bounds[i]:bounds[i + 1]].tobytes(), int(store.reports[i]))
-                 for i in range(len(uniq))))
+            grew = store.n_keys != keys_before
+            write = np.flatnonzero(grew | ~exists)  # rows whose blobs are (re)written
+            if len(write):
+                user, key, vals = store.entries()
+                bounds = np.searchsorted(user, np.arange(len(uniq) + 1))
+                kb = key.astype("<i4").tobytes()
+                vb = np.ascontiguousarray(vals, dtype="<i8").tobytes()
+                pw = 8 * self.protocol.public_width
+                pb = np.ascontiguousarray(store.public[write], "<i8").tobytes()
+                kw, vw = 4, 8 * self.protocol.memo_words
+                lo, hi = bounds[write].tolist(), bounds[write + 1].tolist()
+                rows = zip([kb[a * kw:b * kw] for a, b in zip(lo, hi)],
+                           [pb[j:j + pw] + vb[a * vw:b * vw]
+                            for j, a, b in zip(range(0, len(pb), pw) if pw else
+                                               [0] * len(write), lo, hi)],
+                           uniq[write].tolist())
+                new = bool((~exists[write]).all())
+                if new:  # the common case of a first round: plain inserts
+                    self.conn.executemany(
+                        "INSERT INTO users (keys, memo, user_id) VALUES (?, ?, ?)", rows)
+                else:
+                    self.conn.executemany(
+                        "INSERT INTO users (keys, memo, user_id) VALUES (?, ?, ?) "
+                        "ON CONFLICT(user_id) DO UPDATE SET keys = excluded.keys, "
+                        "memo = excluded.memo", rows)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -425,7 +492,10 @@ class SqliteStateStore:
         if row is None:
             return {}
         keys = np.frombuffer(row[0], "<i4")
-        vals = np.frombuffer(row[1], "<i8").reshape(len(keys), -1)
+        if not len(keys):
+            return {}
+        words = np.frombuffer(row[1], "<i8")[self.protocol.public_width:]
+        vals = words.reshape(len(keys), self.protocol.memo_words)
         return {int(k): v.astype(np.int64) for k, v in zip(keys, vals)}
 
     @staticmethod

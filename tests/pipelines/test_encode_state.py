@@ -159,7 +159,8 @@ def test_kill_mid_run_and_rerun_keep_permanent_responses(tmp_path):
 def _entries(row):
     keys, memo = row
     k = np.frombuffer(keys, "<i4")
-    v = np.frombuffer(memo, "<i8").reshape(len(k), -1)
+    # memo blob: the user's public words (LOLOHA: its hash seed), then one entry per key
+    v = np.frombuffer(memo, "<i8")[LOLOHA.protocol.public_width:].reshape(len(k), -1)
     return {(int(a), tuple(b.tolist())) for a, b in zip(k, v)}
 
 

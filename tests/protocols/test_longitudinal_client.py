@@ -168,7 +168,7 @@ def test_sqlite_other_config_and_lost_memo_are_errors(tmp_path):
     con.commit()
     con.close()
     with SqliteStateStore(path, proto) as store:
-        with pytest.raises(StateError, match="user 3 has sent 1 reports.*memo is lost"):
+        with pytest.raises(StateError, match="user 3 has reported.*memo is lost"):
             store.report(np.array([2, 3]), np.array([2, 3]), rng)
         # nothing of the failed batch was written
         assert store.memo_of(2) and store.spent()[1].sum() == 4 * proto.epsilon_perm
@@ -199,3 +199,32 @@ def test_sqlite_batch_is_all_or_nothing(tmp_path, monkeypatch):
         assert store.memo_of(5) == {}
         store.report(np.arange(4), np.arange(4), rng)
         assert {u: store.memo_of(u) for u in range(4)} == before
+
+
+def test_sqlite_format_1_is_migrated_in_place(tmp_path):
+    """A format-1 file (public blob, reports counter) opens: migrated, seed and memo kept."""
+    from privfreq.protocols.config import CollectionConfig
+    path = tmp_path / "old.sqlite"
+    proto = LOLOHA(12, 2.0, 0.8)  # public: one hash-seed word, with a zero byte in it
+    cfg = CollectionConfig.of(proto)
+    memo = np.array([1], "<i8").tobytes()
+    seed = np.array([0x0102000304], "<i8").tobytes()
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    con.execute("CREATE TABLE users (user_id INTEGER PRIMARY KEY, public BLOB NOT NULL, "
+                "keys BLOB NOT NULL, memo BLOB NOT NULL, reports INTEGER NOT NULL)")
+    con.executemany("INSERT INTO meta VALUES (?, ?)", [
+        ("format", "1"), ("fingerprint", cfg.fingerprint), ("config", cfg.to_json(indent=None))])
+    con.execute("INSERT INTO users VALUES (5, ?, ?, ?, 3)",
+                (seed, np.array([2], "<i4").tobytes(), memo))  # key 2 < g = 3
+    con.commit()
+    con.close()
+    rng = np.random.default_rng(1)
+    with SqliteStateStore(path, proto) as store:
+        assert {k: v.tolist() for k, v in store.memo_of(5).items()} == {2: [1]}
+        b = store.report(np.array([5, 6]), np.array([3, 1]), rng)
+        assert int(b.seed[0]) == 0x0102000304  # user 5's hash seed survived the migration
+        assert len(store.memo_of(6)) == 1 and len(b.values) == 2
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0] == "2"
+    assert [r[1] for r in con.execute("PRAGMA table_info(users)")] == ["user_id", "keys", "memo"]
