@@ -38,6 +38,10 @@ Dataflow (any runner flag passes through)::
     privfreq evaluate --grid paper --output gs://BUCKET/eval --runner DataflowRunner \\
         --project P --region R --temp_location gs://BUCKET/tmp --setup_file ./setup.py
 
+LOLOHA's longitudinal setting (memoized protocols over rounds of evolving data, budget spent,
+exact vs paper calibration): ``privfreq evaluate --grid longitudinal --output DIR``, see
+``pipelines.evaluate_longitudinal`` for its flags.
+
 Plots and the report are written by one worker at the end, to a local ``--output`` directory.
 """
 from __future__ import annotations
@@ -93,7 +97,9 @@ def _override(items: list[str], what: str, cast) -> dict[tuple[str, int], object
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="privfreq evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--grid", choices=["paper"], default=None, help="preset: the paper's full grid")
+    p.add_argument("--grid", choices=["paper", "longitudinal"], default=None,
+                   help="preset: the paper's full grid; 'longitudinal': LOLOHA's setting "
+                        "(pipelines.evaluate_longitudinal, its own flags)")
     p.add_argument("--protocols", help=f"comma-separated ids (default {DEFAULTS['protocols']})")
     p.add_argument("--k", help="comma-separated universe sizes")
     p.add_argument("--epsilons", help="comma-separated privacy budgets")
@@ -208,6 +214,11 @@ def write_outputs(cell_rows: list[dict], trial_rows: list[dict], out_dir: str, m
 
 
 def run(argv=None, save_main_session=True):
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--grid", default=None)
+    if pre.parse_known_args(argv)[0].grid == "longitudinal":
+        from privfreq.pipelines import evaluate_longitudinal
+        return evaluate_longitudinal.run(argv, save_main_session)
     args, beam_args = _parser().parse_known_args(argv)
     notes = None
     if args.notes:
