@@ -1,13 +1,15 @@
 """Protocol advisor: rank every one-shot protocol for (k, ε, n) under budgets (SPEC §10).
 
 For each registered one-shot protocol (MSS with its planner moduli; ASS, AUE, ALH, ATHE with their
-knob solved for the objective by ``protocols.tuning``) the advisor predicts, without randomizing:
+knob solved for the objective by ``protocols.tuning``; PI-RAPPOR; the seed-compressed css and
+cmss, the latter on the planner's MSS moduli) the advisor predicts, without randomizing:
 
 * ``mse``: per-item variance of the raw estimate at n reports (f = 0: ``variance(n)``; MSS: the
   planner's whole covariance at uniform f), and ``mse_n1 = n·mse``;
 * ``information_bits`` and ``wire_bytes`` (mean payload bytes over blocks, the fixed wire width);
 * ``asr``: closed-form attacker success rate under a uniform prior (``asr_kind`` says exact or
-  approximate; PGR above DENSE_LIMIT uses an O(1) approximation instead of its O(K q t) transform);
+  approximate; PGR above DENSE_LIMIT uses an O(1) approximation instead of its O(K q t) transform; MSS and
+  cmss SPEC §4's approximation);
 * ``client_us`` per report and ``server_s`` for n reports (counting + one estimate without
   standard errors) from the cost model ``client = a + b·u_c`` µs and
   ``server = n·(c + d·u_s) + e + g·u_d`` µs, whose work units ``u_c, u_s, u_d`` come from
@@ -42,13 +44,13 @@ __all__ = ["ONE_SHOT", "OBJECTIVES", "Option", "advise", "cost_features", "famil
 # Registered one-shot frequency oracles the advisor ranks (longitudinal, multi-attribute and
 # RAPPOR, whose decode is a regression over candidates without a closed-form variance, are not).
 ONE_SHOT = ("grr", "oue", "sue", "olh", "hr", "ss", "pgr", "mss", "ass", "aue", "alh", "athe",
-            "pi_rappor", "css")
+            "pi_rappor", "css", "cmss")
 OBJECTIVES = ("mse", "asr", "bytes")
 # Public randomness travels in the report's own int64 seed field: counted in the wire bytes.
 SEED_BYTES = 8
 # Cost-model family of each protocol: the refined ones run their parent's code.
 _FAMILY = {"oue": "ue", "sue": "ue", "aue": "ue", "athe": "ue", "olh": "lh", "alh": "lh",
-           "ss": "ss", "ass": "ss"}
+           "ss": "ss", "ass": "ss", "cmss": "css"}    # cmss: css's PRG expansion per block
 
 
 def family_of(protocol_id: str) -> str:
@@ -100,12 +102,20 @@ def cost_features(proto) -> tuple[float, float, float]:
     if fam == "pi_rappor":
         return proto.t, k * proto.t, k
     if fam == "css":                     # expected trials × the PRG's stream length per trial
-        w = proto.omega
-        stream = w + 8 if w >= k else 1.1 * k * math.log(k / (k - w + 0.5)) + 16
-        stream *= max(1.0, math.log2(stream))              # the per-row sort
-        e = math.exp(proto.epsilon)
-        return k * e / (w * e + k - w) * stream, stream, k
+        if pid == "cmss":                # the same per block on [m_j], averaged (j is uniform);
+            per = [_css_units(c.m, c.omega, proto.epsilon) for c in proto.blocks]
+            return (float(np.mean([u[0] for u in per])), float(np.mean([u[1] for u in per])),
+                    k * proto.ell)       # css's fit extrapolated: not held-out validated
+        return _css_units(k, proto.omega, proto.epsilon) + (k,)
     return 1.0, 1.0, k
+
+
+def _css_units(m: int, w: int, epsilon: float) -> tuple[float, float]:
+    """Seed-compressed SS on [m]: (expected trials × stream work, stream work) per report."""
+    stream = w + 8 if w >= m else 1.1 * m * math.log(m / (m - w + 0.5)) + 16
+    stream *= max(1.0, math.log2(stream))              # the per-row sort
+    e = math.exp(epsilon)
+    return m * e / (w * e + m - w) * stream, stream
 
 
 def predict_costs(proto, n: int, features=None) -> tuple[float, float]:
@@ -159,7 +169,7 @@ def _asr(proto) -> tuple[float, str]:
     if proto.protocol_id == "pgr" and proto.K > base.DENSE_LIMIT:
         # O(1): x ∈ S_u w.p. s, and |S_u ∩ [k]| ≈ 1 + (cset − 1)(k − 1)/(K − 1)
         return proto.s / (1 + (proto.cset - 1) * (proto.k - 1) / (proto.K - 1)), "approx"
-    if proto.protocol_id == "mss":
+    if proto.protocol_id in ("mss", "cmss"):
         return proto.spec_asr(), "approx"
     return proto.closed_form_asr(), proto.asr_kind
 
@@ -201,6 +211,16 @@ def _mss_option(k, epsilon, n, objective, delta, max_bytes, seed):
                    mse_n1=cand.predicted_mse_n1, wire=cand.payload_bytes)
 
 
+def _cmss_option(k, epsilon, n, objective, delta, seed):
+    """Seed-compressed MSS on the planner's moduli (the same pick as MSS's): the planner's MSE
+    (the fallback mixture changes p_j, q_j by ~2^-20 relative), 8 wire bytes."""
+    from privfreq.protocols.compressed_mss import CompressedModularSubsetSelection
+    cand = _planned(k, epsilon, delta if objective == "asr" else None, seed)
+    proto = CompressedModularSubsetSelection(k, epsilon, cand.moduli)
+    return _option(proto, n, note=f"planner moduli {list(cand.moduli)}",
+                   mse_n1=cand.predicted_mse_n1, privacy="computational")
+
+
 def advise(k: int, epsilon: float, n: int = 10**6, max_bytes: float | None = None,
            max_server_seconds: float | None = None, objective: str = "mse", delta: float = 1.0,
            protocols=None, seed: int = 0, allow_computational: bool = False) -> list[Option]:
@@ -223,6 +243,8 @@ def advise(k: int, epsilon: float, n: int = 10**6, max_bytes: float | None = Non
         try:
             if pid == "mss":
                 opt = _mss_option(k, epsilon, n, objective, delta, max_bytes, seed)
+            elif pid == "cmss":
+                opt = _cmss_option(k, epsilon, n, objective, delta, seed)
             else:
                 cls = get_protocol_class(pid)
                 params: dict = {"k": k, "epsilon": epsilon}

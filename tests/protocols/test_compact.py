@@ -1,5 +1,5 @@
-"""Compact reports (SPEC §10): PI-RAPPOR (exact privacy by enumeration) and seed-compressed SS
-(accepted subsets against SS's distribution, with a true random source and with the PRG)."""
+"""Compact reports (SPEC §10): PI-RAPPOR (exact privacy by enumeration) and seed-compressed SS and
+MSS (accepted subsets against SS's distribution, with a true random source and with the PRG)."""
 import itertools
 import math
 import os
@@ -15,6 +15,7 @@ from _baseline_contract import (CHI2_ALPHA, assert_exact_privacy,  # noqa: E402
                                 assert_unbiased_and_variance, assert_wire_round_trip, items_for)
 
 from privfreq.protocols import attacks  # noqa: E402
+from privfreq.protocols.compressed_mss import CompressedModularSubsetSelection  # noqa: E402
 from privfreq.protocols.compressed_ss import CompressedSubsetSelection, expand_seeds  # noqa: E402
 from privfreq.protocols.pi_rappor import PIRappor  # noqa: E402
 from privfreq.protocols.subset_selection import subset_distribution, ss_constants  # noqa: E402
@@ -121,3 +122,81 @@ def test_css_contract_and_label():
     est = proto.estimate(proto.create_accumulator(), stderr=False)
     assert est.diagnostics["privacy"] == "computational"
     assert proto.payload_width(0) == 8
+
+
+# ----- seed-compressed MSS (cmss) -------------------------------------------------------------------
+CMSS = dict(k=14, epsilon=1.0, moduli=(4, 5, 7))   # pairwise coprime, Σm − ℓ + 1 = 14 >= k
+
+
+def _cmss_dist(proto, x):
+    """Exact P((j, Z) | x) of the ideal mechanism: per block (1/ℓ), SS's distribution on [m_j] at
+    r = x mod m_j mixed with the uniform one (weight ρ_j^{T_j})."""
+    out = {}
+    for j, c in enumerate(proto.blocks):
+        ss = subset_distribution(ss_constants(c.m, proto.epsilon), x % c.m)
+        u = 1 / math.comb(c.m, c.omega)
+        mix = proto.fallback[j]
+        for z, pr in ss.items():
+            out[(j, z)] = ((1 - mix) * pr + mix * u) / proto.ell
+    return out
+
+
+def test_cmss_ideal_mechanism_is_eps_ldp_and_matches_block_p_q():
+    proto = CompressedModularSubsetSelection(**CMSS)
+    dists = [_cmss_dist(proto, x) for x in range(proto.k)]
+    keys = list(dists[0])
+    mat = np.array([[d[z] for z in keys] for d in dists])
+    assert (mat.max(axis=0) / mat.min(axis=0)).max() <= math.exp(1.0) * (1 + 1e-12)
+    for j, c in enumerate(proto.blocks):
+        p = sum(pr for (b, z), pr in dists[0].items() if b == j and 0 in z) * proto.ell
+        q = sum(pr for (b, z), pr in dists[0].items() if b == j and 1 in z) * proto.ell
+        assert (p, q) == (pytest.approx(c.p, rel=1e-12), pytest.approx(c.q, rel=1e-12))
+
+
+@pytest.mark.parametrize("eps,item", [(0.5, 3), (1.0, 9), (3.0, 13)])
+def test_cmss_accepted_subsets_match_ss_with_a_true_random_source(eps, item):
+    """Goodness of fit (chi-square, false failure CHI2_ALPHA = 1e-4) of the accepted (j, Z) against
+    MSS's block distribution (SS on [m_j] at x mod m_j, 1/ℓ per block) when the PRG is replaced by
+    a true random source (rng-drawn uniform ω_j-subsets of [m_j])."""
+    proto = CompressedModularSubsetSelection(**{**CMSS, "epsilon": eps})
+    src_rng = np.random.default_rng(98)
+    table = {}
+
+    def source(seeds, m, omega):
+        z = np.sort(np.argsort(src_rng.random((len(seeds), m)), axis=1)[:, :omega], axis=1)
+        for s, row in zip(seeds.tolist(), z.tolist()):
+            table[s] = tuple(row)
+        return z
+
+    assert_sampler_matches(proto, item, lambda b: [(j, table[s]) for j, s in
+                                                   zip(b.block.tolist(), b.values[:, 0].tolist())],
+                           30_000, seed=21, dist=_cmss_dist(proto, item),
+                           sampler=lambda items, rng: proto.randomize(items, rng, source=source))
+
+
+def test_cmss_accepted_subsets_match_ss_with_the_prg():
+    proto = CompressedModularSubsetSelection(**CMSS)
+    z = proto.expand(proto.randomize(np.zeros(1, np.int64), np.random.default_rng(0)))
+    assert z.shape == (1, proto.omega_max)
+    assert_sampler_matches(
+        proto, 11, lambda b: [(j, tuple(r[r >= 0])) for j, r in zip(b.block.tolist(),
+                                                                    proto.expand(b))],
+        30_000, seed=22, dist=_cmss_dist(proto, 11))
+
+
+def test_cmss_contract_label_and_asr():
+    proto = CompressedModularSubsetSelection(**CMSS)
+    assert proto.privacy_kind == "computational" and proto.payload_width(2) == 8
+    assert_unbiased_and_variance(proto, COUNTS[:14], runs=200, seed=23)
+    assert_merge_contract(proto, items_for(COUNTS[:14]), seed=24)
+    assert_wire_round_trip(proto, items_for(COUNTS[:14]), seed=25)
+    est = proto.estimate(proto.create_accumulator(), stderr=False)
+    assert est.diagnostics["privacy"] == "computational"
+    # the attack on expanded seeds matches MSS's closed form with the mixed p_j (4σ, binomial)
+    rng = np.random.default_rng(26)
+    items = np.tile(np.arange(proto.k), 3000)
+    emp = attacks.empirical_asr(proto, proto.randomize(items, rng), items, rng)
+    a = attacks.closed_form_asr(proto)
+    assert abs(emp - a) < 4 * math.sqrt(a * (1 - a) / len(items)), (emp, a)
+    # default moduli: the planner's least-MSE pick
+    assert CompressedModularSubsetSelection(40, 2.0).moduli
