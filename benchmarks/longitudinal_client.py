@@ -8,8 +8,9 @@
 
 speed: stateful in-memory randomization (``MemoStore.report``, memo entries already drawn: the
 steady state of a daily collection) of L-GRR and LOLOHA vs the stateless ``randomize``, and the
-SQLite path (``SqliteStateStore.report``, one transaction per batch of 10^5 users; second round, so
-every user is read, and those without a new memo key are not rewritten) vs the in-memory one. All ratios from one run.
+SQLite path (``SqliteStateStore.report``, one transaction per batch of 10^5 users; second
+round, so every user is read, and those without a new memo key are not rewritten) vs the
+in-memory one. All ratios from one run.
 attack: attacker success rate vs T for GRR/OLH re-randomized every round vs L-GRR/LOLOHA.
 done-when: k ∈ {64, 1024}, ε∞ ∈ {1, 2, 4}, ε1 = 0.4·ε∞, n = 10^4, 10 rounds, change rate 0.1,
 Zipf(1.1) items; mean per-round MSE / mean formula over the runs, per protocol; the ledger of every
