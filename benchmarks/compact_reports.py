@@ -1,12 +1,13 @@
-"""Compact reports: message size and server expansion cost of seed-compressed SS and PI-RAPPOR
-against SS (issue 15).
+"""Compact reports: message size and server expansion cost of seed-compressed SS and MSS and
+PI-RAPPOR against SS and MSS (issue 15).
 
     python benchmarks/compact_reports.py [--n 20000]
 
 Per (k, ε): wire bytes and information bits per report; client µs per report (``randomize``);
-server µs per report (``add_reports``: css expands every seed into its ω-subset, PI-RAPPOR scans
-the k items, SS counts the subset it received); best of 3, one thread; writes
-benchmarks/results/compact.md. css privacy is computational (docs/advisor.md).
+server µs per report (``add_reports``: css expands every seed into its ω-subset of [k], cmss into
+its ω_j-subset of [m_j], PI-RAPPOR scans the k items, SS and MSS count the subset they received);
+MSS and cmss on the planner's least-MSE moduli (the same for both); best of 3, one thread; writes
+benchmarks/results/compact.md. css and cmss privacy is computational (docs/advisor.md).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 from privfreq.protocols import get_protocol_class  # noqa: E402
-from privfreq.protocols.planner import _info_bits  # noqa: E402
+from privfreq.protocols.planner import _info_bits, plan  # noqa: E402
 
 
 def best(fn, repeats=3):
@@ -44,17 +45,21 @@ def main(argv=None):
     args = ap.parse_args(argv)
     lines = ["# Compact reports: message size and server expansion cost", "",
              f"`python benchmarks/compact_reports.py --n {args.n}` (one thread, best of 3, shared "
-             "2-core machine). css = seed-compressed SS (computational privacy), its server "
-             "expands each 8-byte seed into the ω-subset; PI-RAPPOR's server scans all k items "
-             "per report.", "",
+             "2-core machine). css = seed-compressed SS, cmss = seed-compressed MSS (both "
+             "computational privacy); their server expands each 8-byte seed into the ω-subset "
+             "(cmss: ω_j-subset of [m_j], the block j travels in the report's block field); "
+             "MSS and cmss use the planner's least-MSE moduli (ω column: mean ω_j); "
+             "PI-RAPPOR's server scans all k items per report.", "",
              "| k | ε | protocol | ω | bits | wire bytes | client µs/report | server µs/report | "
              "n·MSE |", "|---|---|---|---|---|---|---|---|---|"]
     for k in (1024, 22000):
         for eps in (1.0, 2.0, 4.0):
-            for pid in ("ss", "css", "pi_rappor"):
-                proto = get_protocol_class(pid)(k=k, epsilon=eps)
-                n = args.n if pid == "ss" else min(args.n, 5000 if pid == "css"
-                                                   else max(1000, int(3e7 / k)))
+            moduli = plan(k, eps, top=1)[0].moduli
+            for pid in ("ss", "css", "pi_rappor", "mss", "cmss"):
+                extra = {"moduli": moduli} if pid in ("mss", "cmss") else {}
+                proto = get_protocol_class(pid)(k=k, epsilon=eps, **extra)
+                n = args.n if pid in ("ss", "mss") else min(
+                    args.n, 5000 if pid in ("css", "cmss") else max(1000, int(3e7 / k)))
                 rng = np.random.default_rng(0)
                 items = rng.integers(0, k, n)
                 batch = proto.randomize(items, rng)
@@ -62,9 +67,13 @@ def main(argv=None):
                 s = best(lambda: proto.add_reports(proto.create_accumulator(), batch)) / n * 1e6
                 omega = getattr(proto, "omega", None) or getattr(getattr(proto, "ss", None),
                                                                  "omega", "-")
+                if pid in ("mss", "cmss"):
+                    omega = f"{np.mean([b.omega for b in proto.blocks]):.0f}"
+                    pid = f"{pid} {list(moduli)}"
                 bits = _info_bits(proto.ss) if pid == "ss" else proto.information_bits()
+                wire = np.mean([proto.payload_width(b) for b in range(proto.n_blocks)])
                 lines.append(f"| {k} | {eps:g} | {pid} | {omega} | {bits:.4g} | "
-                             f"{proto.payload_width(0)} | {c:.3g} | {s:.3g} | "
+                             f"{wire:.0f} | {c:.3g} | {s:.3g} | "
                              f"{proto.predicted_mse(1):.4g} |")
                 print(lines[-1], flush=True)
     with open(os.path.join(ROOT, "benchmarks", "results", "compact.md"), "w") as f:
