@@ -1,6 +1,6 @@
 """ASR closed forms vs the empirical attack harness on the evaluation grid (issue 15, SPEC §10).
 
-    python benchmarks/asr_check.py [--cell-seconds 2.0] [--target 400] [--max-n 400000]
+    python benchmarks/asr_check.py [--cell-seconds 4.5] [--target 400] [--max-n 400000]
 
 For ASS, AUE, ALH, ATHE (at the least-MSE knob and at the tuned lowest-ASR knob with δ = 1,
 ``tuning.tune``) and PI-RAPPOR, at k ∈ {1024, 22000} × ε ∈ {0.5, 1, ..., 5}: n uniform users are
@@ -62,7 +62,7 @@ def attack_successes(proto, n, rng):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cell-seconds", type=float, default=2.0)
+    ap.add_argument("--cell-seconds", type=float, default=4.5)
     ap.add_argument("--target", type=float, default=400)
     ap.add_argument("--max-n", type=int, default=400_000)
     ap.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "asr_check.md"))
