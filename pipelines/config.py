@@ -122,9 +122,9 @@ def build_config(args) -> CollectionConfig:
     if args.moduli is not None:
         params["moduli"] = parse_moduli(args.moduli)
     elif _takes_moduli(args.protocol):
-        from privfreq.protocols.planner import min_payload_bytes, plan
+        from privfreq.protocols.planner import plan
         from privfreq.protocols.subset_selection import ss_constants
-        low = min_payload_bytes(args.k, args.epsilon)
+        low = get_protocol_class(args.protocol).min_report_bytes(args.k, args.epsilon)
         m_low = -(-(args.k + 3) // 4)              # ℓ <= 4 moduli summing to >= k + ℓ − 1
         _size_limit(args, args.protocol, low,
                     f"at least ~{ss_constants(m_low, args.epsilon).omega:,} values for any "

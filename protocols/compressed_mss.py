@@ -120,6 +120,11 @@ class CompressedModularSubsetSelection(ModularSubsetSelection):
         return ReportBatch(j.astype(np.int64), np.zeros(n, np.int64), out[:, None])
 
     # ----- wire --------------------------------------------------------------------------------
+    @classmethod
+    def min_report_bytes(cls, k: int, epsilon: float) -> float:
+        """A report is one 8-byte seed whatever the moduli."""
+        return 8.0
+
     def payload_width(self, block):
         return 8
 

@@ -105,6 +105,13 @@ class ModularSubsetSelection(LeastSquaresDecoder):
         object.__setattr__(self, "offsets", np.concatenate([[0], np.cumsum(self.moduli)]))
         object.__setattr__(self, "omega_max", max(b.omega for b in blocks))
 
+    @classmethod
+    def min_report_bytes(cls, k: int, epsilon: float) -> float:
+        """O(1) lower bound on the mean payload bytes of any feasible moduli
+        (``planner.min_payload_bytes``): what ``privfreq config`` checks before planning."""
+        from privfreq.protocols.planner import min_payload_bytes
+        return min_payload_bytes(k, epsilon)
+
     @property
     def ell(self) -> int:
         return len(self.moduli)
