@@ -205,7 +205,6 @@ def test_cmss_contract_label_and_asr():
 def test_config_size_bound_of_seed_reports_is_the_seed():
     # `privfreq config` checks this O(1) bound before planning: 8-byte seeds fit at any k, while
     # MSS's subsets at k = 2^20, ε = 1 need >= 32,767 bytes.
-    from privfreq.protocols.compressed_mss import CompressedModularSubsetSelection
     from privfreq.protocols.mss import ModularSubsetSelection
     assert CompressedModularSubsetSelection.min_report_bytes(2 ** 20, 1.0) == 8
     assert ModularSubsetSelection.min_report_bytes(2 ** 20, 1.0) > 16 * 1024
