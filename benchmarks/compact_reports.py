@@ -18,7 +18,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -29,14 +28,7 @@ import numpy as np  # noqa: E402
 from privfreq.protocols import get_protocol_class  # noqa: E402
 from privfreq.protocols.planner import _info_bits, plan  # noqa: E402
 
-
-def best(fn, repeats=3):
-    out = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t0)
-    return out
+from _timing import best_of  # noqa: E402
 
 
 def main(argv=None):
@@ -63,8 +55,8 @@ def main(argv=None):
                 rng = np.random.default_rng(0)
                 items = rng.integers(0, k, n)
                 batch = proto.randomize(items, rng)
-                c = best(lambda: proto.randomize(items, rng)) / n * 1e6
-                s = best(lambda: proto.add_reports(proto.create_accumulator(), batch)) / n * 1e6
+                c = best_of(lambda: proto.randomize(items, rng)) / n * 1e6
+                s = best_of(lambda: proto.add_reports(proto.create_accumulator(), batch)) / n * 1e6
                 omega = getattr(proto, "omega", None) or getattr(getattr(proto, "ss", None),
                                                                  "omega", "-")
                 if pid in ("mss", "cmss"):

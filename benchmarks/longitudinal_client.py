@@ -41,14 +41,7 @@ from privfreq.protocols.longitudinal_client import MemoStore, SqliteStateStore
 from privfreq.protocols.longitudinal_unary import LOSUE, LSUE
 from privfreq.protocols.olh import OLH
 
-
-def best_of(fn, repeat=3):
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+from _timing import best_of
 
 
 def speed(args):

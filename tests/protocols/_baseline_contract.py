@@ -5,16 +5,37 @@ state their false-failure probability; every caller passes a fixed seed, so CI i
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
+import signal
 
 import numpy as np
+import pytest
 from scipy import stats
 
 # Per-call false-failure probability of the statistical checks below (normal / chi-square tails).
 CHI2_ALPHA = 1e-4       # sampling check: P(p-value < alpha | randomize correct) = 1e-4
 Z_MAX = 4.5             # unbiasedness: two-sided 4.5σ per item, 6.8e-6 per item (Bonferroni)
 VAR_SIGMAS = 5.0        # variance: 5σ on the total squared error, ~6e-7 under normal approx
+
+# Every numpy BitGenerator the samplers are checked under.
+BIT_GENERATORS = {"pcg64": np.random.PCG64, "mt19937": np.random.MT19937,
+                  "philox": np.random.Philox, "sfc64": np.random.SFC64}
+
+
+@contextlib.contextmanager
+def deadline(seconds):
+    """Fail the test, instead of hanging, when the block runs longer than ``seconds`` (SIGALRM)."""
+    def expire(signum, frame):
+        pytest.fail(f"no result within {seconds} s (sampler loop does not end)", pytrace=False)
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def assert_exact_privacy(proto, items=None, epsilon=None, dist=None):

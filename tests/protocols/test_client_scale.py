@@ -14,15 +14,13 @@
   temporaries do not grow with n.
 Fixed seeds throughout; false-failure probabilities are stated beside each statistical check.
 """
-import contextlib
 import math
-import signal
 import tracemalloc
 
 import numpy as np
 import pytest
 
-from _baseline_contract import CHI2_ALPHA, assert_sampler_matches
+from _baseline_contract import BIT_GENERATORS, CHI2_ALPHA, assert_sampler_matches, deadline
 import privfreq.protocols.olh as olh_mod
 import privfreq.protocols.ss_sampler as ss_mod
 from privfreq.protocols.audit import clopper_pearson
@@ -34,8 +32,6 @@ from privfreq.protocols.ss_sampler import sample_subsets
 from privfreq.protocols.subset_selection import SubsetSelection, ss_constants
 
 K_BIG = 1 << 20
-BIT_GENERATORS = {"pcg64": np.random.PCG64, "mt19937": np.random.MT19937,
-                  "philox": np.random.Philox, "sfc64": np.random.SFC64}
 DEADLINE_S = 10      # per randomize call; each takes < 0.2 s here
 
 
@@ -43,22 +39,8 @@ def _generator(bg: str, seed: int) -> np.random.Generator:
     return np.random.Generator(BIT_GENERATORS[bg](seed))
 
 
-@contextlib.contextmanager
-def _deadline(seconds=DEADLINE_S):
-    """Fail the test, instead of hanging, when the block runs longer than ``seconds`` (SIGALRM)."""
-    def expire(signum, frame):
-        pytest.fail(f"no result within {seconds} s (sampler loop does not end)", pytrace=False)
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _randomize(proto, items, bg, seed):
-    with _deadline():
+    with deadline(DEADLINE_S):
         return proto.randomize(items, _generator(bg, seed))
 
 

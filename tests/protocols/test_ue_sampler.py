@@ -10,38 +10,21 @@
 * Counting: the carry-save tree and the index bincount equal a direct column sum.
 Chi-square tests have false-failure probability CHI2_ALPHA = 1e-4 each (fixed seeds).
 """
-import contextlib
 import math
-import signal
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from _baseline_contract import (CHI2_ALPHA, assert_exact_privacy, assert_merge_contract,
-                                assert_sampler_matches, assert_unbiased_and_variance,
-                                assert_wire_round_trip)
+from _baseline_contract import (BIT_GENERATORS, CHI2_ALPHA, assert_exact_privacy,
+                                assert_merge_contract, assert_sampler_matches,
+                                assert_unbiased_and_variance, assert_wire_round_trip, deadline)
 import privfreq.protocols.ue_sampler as us
 import privfreq.protocols.unary_encoding as ue
 from privfreq.protocols.base import Reason
 from privfreq.protocols.unary_encoding import OUE, SUE
 
-BIT_GENERATORS = {"pcg64": np.random.PCG64, "mt19937": np.random.MT19937,
-                  "philox": np.random.Philox, "sfc64": np.random.SFC64}
 DEADLINE_S = 20
-
-
-@contextlib.contextmanager
-def _deadline(seconds=DEADLINE_S):
-    def expire(signum, frame):
-        pytest.fail(f"no result within {seconds} s (sampler loop does not end)", pytrace=False)
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _force(monkeypatch, sparse):
@@ -68,7 +51,7 @@ def test_paths_match_distribution(monkeypatch, bg, sparse, cls, eps):
     _force(monkeypatch, sparse)
     proto = cls(5, eps)
     gen = np.random.Generator(BIT_GENERATORS[bg](11))
-    with _deadline():
+    with deadline(DEADLINE_S):
         assert_sampler_matches(proto, 3, _keys(proto), 40_000, seed=1,
                                sampler=lambda items, _: proto.randomize(items, gen))
 
@@ -86,7 +69,7 @@ def test_count_and_bit_laws_at_k131(monkeypatch, tiny, bg, sparse, encoding):
     k, n, item = 131, 20_000, 70
     proto = OUE(k, 3.0, encoding=encoding)
     gen = np.random.Generator(BIT_GENERATORS[bg](5))
-    with _deadline():
+    with deadline(DEADLINE_S):
         batch = proto.randomize(np.full(n, item), gen)
     bits = proto._bits(batch.values)
     ones = bits.sum(axis=1)
@@ -133,7 +116,7 @@ def test_truncated_law_and_privacy(monkeypatch, sparse):
         z = sum(d.values())
         return {key: v / z for key, v in d.items()}
 
-    with _deadline():
+    with deadline(DEADLINE_S):
         assert_sampler_matches(proto, 1, _keys(proto), 40_000, seed=4, dist=cond(1))
     assert_exact_privacy(proto, dist=cond)
 
