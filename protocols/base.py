@@ -49,6 +49,7 @@ __all__ = [
     "get_protocol_class",
     "protocol_ids",
     "register_protocol",
+    "set_fields",
 ]
 
 # Largest k for dense k×k linear algebra (covariances, influence bounds): a k×k Cholesky at 4096
@@ -206,6 +207,12 @@ def check_int(owner: str, name: str, value, lo: int, hi: int | None = None) -> i
     return int(value)
 
 
+def set_fields(obj, **values) -> None:
+    """Set attributes of a frozen dataclass instance (derived constants in ``__post_init__``)."""
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
+
+
 class FrequencyProtocol(ABC):
     """Base of every protocol. Subclasses are frozen dataclasses registered by id.
 
@@ -224,6 +231,19 @@ class FrequencyProtocol(ABC):
     comparable_asr: ClassVar[bool] = True
     k: int
     epsilon: float
+
+    def check_k_epsilon(self, owner: str | None = None, k_max: int | None = None) -> float:
+        """Validate ``k >= 2`` (``<= k_max``) and ``epsilon``; store the float ε and return it.
+        ``owner`` (default: the class name) prefixes the error messages."""
+        owner = owner or type(self).__name__
+        check_int(owner, "k", self.k, 2, k_max)
+        eps = check_epsilon(owner, self.epsilon)
+        object.__setattr__(self, "epsilon", eps)
+        return eps
+
+    def set_support(self, p: float, q: float) -> None:
+        """Store the derived support probabilities ``p`` and ``q``."""
+        set_fields(self, p=p, q=q)
 
     def __getstate__(self):
         state = dict(self.__dict__)

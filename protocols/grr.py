@@ -6,16 +6,33 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, check_epsilon, check_int,
-                                     register_protocol)
+from privfreq.protocols.base import ReportBatch, SupportCounting, register_protocol
 from privfreq.protocols.wire import IndexHistogram
 
-__all__ = ["GRR"]
+__all__ = ["GRR", "ValueReport"]
+
+
+class ValueReport:
+    """Mixin of the protocols whose report is one value of ``[k]`` (GRR, L-GRR): the attacker
+    guesses the reported value, with success rate ``p``."""
+
+    @property
+    def output_size(self):
+        return self.k
+
+    def information_bits(self):
+        return math.ceil(math.log2(self.k))
+
+    def attack(self, batch, rng):
+        return batch.values[:, 0].astype(np.int64, copy=True)
+
+    def closed_form_asr(self, f=None):
+        return float(self.p)
 
 
 @register_protocol("grr")
 @dataclass(frozen=True)
-class GRR(IndexHistogram, SupportCounting):
+class GRR(ValueReport, IndexHistogram, SupportCounting):
     """k-ary randomized response (Warner 1965; Kairouz, Bonawitz, Ramage 2016).
 
     Distribution: report ``y = x`` w.p. ``p = e^ε/(e^ε+k−1)``, else a uniform other value, each
@@ -34,11 +51,8 @@ class GRR(IndexHistogram, SupportCounting):
     q: float = field(init=False, repr=False)
 
     def __post_init__(self):
-        check_int("GRR", "k", self.k, 2)
-        object.__setattr__(self, "epsilon", check_epsilon("GRR", self.epsilon))
-        e = math.exp(self.epsilon)
-        object.__setattr__(self, "p", e / (e + self.k - 1))
-        object.__setattr__(self, "q", 1.0 / (e + self.k - 1))
+        e = math.exp(self.check_k_epsilon())
+        self.set_support(e / (e + self.k - 1), 1.0 / (e + self.k - 1))
 
     def randomize(self, items, rng):
         x = self.check_items(items)
@@ -49,19 +63,6 @@ class GRR(IndexHistogram, SupportCounting):
         other += other >= x
         y = np.where(keep, x, other)
         return ReportBatch(np.zeros(n, np.int64), np.zeros(n, np.int64), y[:, None])
-
-    @property
-    def output_size(self):
-        return self.k
-
-    def information_bits(self):
-        return math.ceil(math.log2(self.k))
-
-    def attack(self, batch, rng):
-        return batch.values[:, 0].astype(np.int64, copy=True)
-
-    def closed_form_asr(self, f=None):
-        return float(self.p)
 
     def output_distribution(self, item):
         return {y: (self.p if y == item else self.q) for y in range(self.k)}

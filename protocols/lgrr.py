@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.base import ReportBatch, SupportCounting, check_int, register_protocol
-from privfreq.protocols.longitudinal import Longitudinal, check_budgets, grr_chain, grr_second_round
+from privfreq.protocols.base import ReportBatch, SupportCounting, register_protocol, set_fields
+from privfreq.protocols.grr import ValueReport
+from privfreq.protocols.longitudinal import Longitudinal, grr_rounds
 from privfreq.protocols.wire import IndexHistogram
 
 __all__ = ["LGRR", "grr_draw"]
@@ -24,7 +25,7 @@ def grr_draw(x: np.ndarray, m: int, p: float, rng: np.random.Generator) -> np.nd
 
 @register_protocol("lgrr")
 @dataclass(frozen=True)
-class LGRR(IndexHistogram, Longitudinal, SupportCounting):
+class LGRR(ValueReport, IndexHistogram, Longitudinal, SupportCounting):
     """Longitudinal GRR (Arcolezi et al. 2022; SPEC §7). Memo key = the value.
 
     Distribution: permanent ``B′ = GRR_k(v)`` at ε∞ (``p1 = e^ε∞/(e^ε∞+k−1)``, ``q1 =
@@ -56,20 +57,11 @@ class LGRR(IndexHistogram, Longitudinal, SupportCounting):
     real_epsilon_perm: float = field(init=False, repr=False)
 
     def __post_init__(self):
-        check_int("LGRR", "k", self.k, 2)
-        eps_perm, eps1 = check_budgets("LGRR", self.epsilon_perm, self.epsilon, self.calibration)
-        set_ = object.__setattr__
-        set_(self, "epsilon_perm", eps_perm)
-        set_(self, "epsilon", eps1)
-        e = math.exp(eps_perm)
-        p1 = e / (e + self.k - 1)
-        q1 = (1 - p1) / (self.k - 1)
-        p2, q2 = grr_second_round(eps_perm, eps1, self.k, self.calibration)
-        p, q = grr_chain(p1, q1, p2, q2)
-        for name, v in (("p1", p1), ("q1", q1), ("p2", p2), ("q2", q2), ("p", p), ("q", q)):
-            set_(self, name, v)
-        set_(self, "real_epsilon", math.log(p / ((1 - p) / (self.k - 1))))
-        set_(self, "real_epsilon_perm", math.log(p1 / q1))
+        eps_perm, eps1 = self.check_budgets()
+        p1, q1, p2, q2 = grr_rounds(eps_perm, eps1, self.k, self.calibration)
+        p, _ = self.set_rounds(p1, q1, p2, q2)
+        set_fields(self, real_epsilon=math.log(p / ((1 - p) / (self.k - 1))),
+                   real_epsilon_perm=math.log(p1 / q1))
 
     @property
     def memo_key_count(self):
@@ -84,19 +76,6 @@ class LGRR(IndexHistogram, Longitudinal, SupportCounting):
         # GRR with p2: q2 = (1 − p2)/(k − 1) under both calibrations
         y = grr_draw(b, self.k, self.p2, rng)
         return ReportBatch(np.zeros(n, np.int64), np.zeros(n, np.int64), y[:, None])
-
-    @property
-    def output_size(self):
-        return self.k
-
-    def information_bits(self):
-        return math.ceil(math.log2(self.k))
-
-    def attack(self, batch, rng):
-        return batch.values[:, 0].astype(np.int64, copy=True)
-
-    def closed_form_asr(self, f=None):
-        return float(self.p)
 
     def permanent_distribution(self, item):
         """Exact ``P(B′ | item)`` (round 1, ε∞)."""

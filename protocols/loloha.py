@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from privfreq.protocols.attacks import mask_attack
-from privfreq.protocols.base import (ReportBatch, SupportCounting, check_int, register_protocol)
+from privfreq.protocols.base import ReportBatch, SupportCounting, check_int, register_protocol, set_fields
 from privfreq.protocols.hashing import hash_to_range, item_offsets, seed_state
 from privfreq.protocols.lgrr import grr_draw
-from privfreq.protocols.longitudinal import (Longitudinal, check_budgets, grr_chain,
-                                             grr_second_round)
+from privfreq.protocols.longitudinal import Longitudinal, grr_chain, grr_rounds
 from privfreq.protocols.olh import ENUMERATION_LIMIT_SEED_BITS, OLH
 from privfreq.protocols.wire import IndexPayload
 
@@ -24,10 +23,7 @@ G_SEARCH_LIMIT = 1 << 20
 def loloha_variance_at_zero(epsilon_perm: float, epsilon: float, g: int, calibration: str) -> float:
     """``n·Var`` of LOLOHA's estimate at f = 0: ``q(1−q)/(p*−q)²`` with ``q = 1/g``; under
     ``exact`` this is ``(e^ε1−1+g)²/((e^ε1−1)²(g−1))``."""
-    e = math.exp(epsilon_perm)
-    p1 = e / (e + g - 1)
-    p2, q2 = grr_second_round(epsilon_perm, epsilon, g, calibration)
-    p, _ = grr_chain(p1, (1 - p1) / (g - 1), p2, q2)
+    p, _ = grr_chain(*grr_rounds(epsilon_perm, epsilon, g, calibration))
     q = 1.0 / g
     return q * (1 - q) / (p - q) ** 2
 
@@ -83,23 +79,14 @@ class LOLOHA(IndexPayload, Longitudinal, SupportCounting):
 
     def __post_init__(self):
         name = type(self).__name__
-        check_int(name, "k", self.k, 2)
-        eps_perm, eps1 = check_budgets(name, self.epsilon_perm, self.epsilon, self.calibration)
+        eps_perm, eps1 = self.check_budgets()
         check_int(name, "seed_bits", self.seed_bits, 1, 63)
-        set_ = object.__setattr__
-        set_(self, "epsilon_perm", eps_perm)
-        set_(self, "epsilon", eps1)
         g = optimal_g(eps_perm, eps1, self.calibration) if self.g is None else \
             check_int(name, "g", self.g, 2, (1 << 31) - 1)
-        set_(self, "g", g)
-        e = math.exp(eps_perm)
-        p1 = e / (e + g - 1)
-        p2, q2 = grr_second_round(eps_perm, eps1, g, self.calibration)
-        p, _ = grr_chain(p1, (1 - p1) / (g - 1), p2, q2)
-        for attr, v in (("p1", p1), ("p2", p2), ("q2", q2), ("p", p), ("q", 1.0 / g)):
-            set_(self, attr, v)
-        set_(self, "real_epsilon", math.log(p / ((1 - p) / (g - 1))))
-        set_(self, "real_epsilon_perm", eps_perm)
+        set_fields(self, g=g)
+        p, _ = self.set_rounds(*grr_rounds(eps_perm, eps1, g, self.calibration))
+        set_fields(self, q=1.0 / g, real_epsilon=math.log(p / ((1 - p) / (g - 1))),
+                   real_epsilon_perm=eps_perm)
 
     # ----- state --------------------------------------------------------------------------------
     @property

@@ -22,12 +22,13 @@ permanent response drawn once, then one instantaneous report): the one-shot simu
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, ClassVar
 
 import numpy as np
 
-from privfreq.protocols.base import ReportBatch, check_epsilon
+from privfreq.protocols.base import ReportBatch, check_epsilon, check_int, set_fields
 
 __all__ = [
     "CALIBRATIONS",
@@ -35,6 +36,7 @@ __all__ = [
     "check_budgets",
     "grr_chain",
     "grr_lambda",
+    "grr_rounds",
     "grr_second_round",
     "pack_words",
     "unpack_words",
@@ -81,6 +83,14 @@ def grr_second_round(epsilon_perm: float, epsilon: float, m: int,
     return p2, (1 - p2) / (m - 1)
 
 
+def grr_rounds(epsilon_perm: float, epsilon: float, m: int,
+               calibration: str) -> tuple[float, float, float, float]:
+    """``(p1, q1, p2, q2)`` of L-GRR on ``[m]``: permanent GRR_m(ε∞), then ``grr_second_round``."""
+    e = math.exp(epsilon_perm)
+    p1 = e / (e + m - 1)
+    return (p1, (1 - p1) / (m - 1), *grr_second_round(epsilon_perm, epsilon, m, calibration))
+
+
 def grr_chain(p1: float, q1: float, p2: float, q2: float) -> tuple[float, float]:
     """``(p*, q*)``: P(report = x | key x) and P(report = x | key ≠ x) of R2∘R1."""
     return p1 * p2 + (1 - p1) * q2, q1 * p2 + (1 - q1) * q2
@@ -112,6 +122,26 @@ class Longitudinal:
     k: int
     epsilon_perm: float
     epsilon: float
+
+    # ----- set-up (``__post_init__``) ------------------------------------------------------------
+    def check_budgets(self) -> tuple[float, float]:
+        """Validate ``k >= 2`` and ``(ε∞, ε1, calibration)`` (``check_budgets``), store the float
+        budgets and return ``(ε∞, ε1)``."""
+        name = type(self).__name__
+        check_int(name, "k", self.k, 2)
+        eps_perm, eps1 = check_budgets(name, self.epsilon_perm, self.epsilon, self.calibration)
+        set_fields(self, epsilon_perm=eps_perm, epsilon=eps1)
+        return eps_perm, eps1
+
+    def set_rounds(self, p1: float, q1: float, p2: float, q2: float) -> tuple[float, float]:
+        """Store both rounds' ``(p1, q1, p2, q2)`` and the composite ``(p, q) = grr_chain(...)``
+        (those of them the class declares as fields) and return ``(p, q)``."""
+        p, q = grr_chain(p1, q1, p2, q2)
+        declared = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        set_fields(self, **{name: v for name, v in
+                            (("p1", p1), ("q1", q1), ("p2", p2), ("q2", q2), ("p", p), ("q", q))
+                            if name in declared})
+        return p, q
 
     # ----- shape of the state ----------------------------------------------------------------------
     @property

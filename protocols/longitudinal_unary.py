@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from privfreq.protocols.attacks import mask_attack
-from privfreq.protocols.base import ReportBatch, SupportCounting, check_int, register_protocol
-from privfreq.protocols.longitudinal import (Longitudinal, check_budgets, grr_chain, pack_words,
-                                             unpack_words)
+from privfreq.protocols.base import ReportBatch, SupportCounting, register_protocol, set_fields
+from privfreq.protocols.longitudinal import Longitudinal, pack_words, unpack_words
 from privfreq.protocols.unary_encoding import (CHUNK_ELEMENTS, ENUMERATION_LIMIT_BITS, count_bits,
                                                randomize_bits)
 from privfreq.protocols.wire import PackedBitsPayload
@@ -66,18 +65,10 @@ class LongitudinalUnary(PackedBitsPayload, Longitudinal, SupportCounting):
         raise NotImplementedError
 
     def __post_init__(self):
-        name = type(self).__name__
-        check_int(name, "k", self.k, 2)
-        eps_perm, eps1 = check_budgets(name, self.epsilon_perm, self.epsilon, self.calibration)
-        set_ = object.__setattr__
-        set_(self, "epsilon_perm", eps_perm)
-        set_(self, "epsilon", eps1)
-        p1, q1, p2, q2 = self._rounds(eps_perm, eps1)
-        p, q = grr_chain(p1, q1, p2, q2)
-        for attr, v in (("p1", p1), ("q1", q1), ("p2", p2), ("q2", q2), ("p", p), ("q", q)):
-            set_(self, attr, v)
-        set_(self, "real_epsilon", math.log(p * (1 - q) / (q * (1 - p))))
-        set_(self, "real_epsilon_perm", math.log(p1 * (1 - q1) / (q1 * (1 - p1))))
+        p1, q1, p2, q2 = self._rounds(*self.check_budgets())
+        p, q = self.set_rounds(p1, q1, p2, q2)
+        set_fields(self, real_epsilon=math.log(p * (1 - q) / (q * (1 - p))),
+                   real_epsilon_perm=math.log(p1 * (1 - q1) / (q1 * (1 - p1))))
 
     @property
     def packed_bits(self):
