@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.base import Counts, Reason, ReportBatch, register_protocol
-from privfreq.protocols.compressed_ss import SEED_BOUND, TAIL_LOG2, expand_seeds
+from privfreq.protocols.base import Counts, ReportBatch, register_protocol
+from privfreq.protocols.compressed_ss import SEED_BOUND, SeedPayloads, expand_seeds, rejection_trials
 from privfreq.protocols.mss import ModularSubsetSelection
 from privfreq.protocols.subset_selection import SSConstants
 
@@ -24,23 +24,13 @@ __all__ = ["CompressedModularSubsetSelection", "rejection_trials"]
 CHUNK_VALUES = 1 << 22
 
 
-def rejection_trials(m: int, omega: int, epsilon: float) -> tuple[int, float, float]:
-    """``(T, ρ, ρ^T)`` of the rejection sampler on [m]: one trial accepts with probability
-    ``ω/m + (1 − ω/m)e^{−ε}`` whatever the residue, T trials bound the fallback weight ``ρ^T``
-    by ``2^−TAIL_LOG2``."""
-    accept = omega / m + (1 - omega / m) * math.exp(-epsilon)
-    rho = 1 - accept
-    trials = 1 if rho <= 0 else max(1, math.ceil(TAIL_LOG2 * math.log(2) / -math.log(rho)))
-    return trials, rho, rho ** trials
-
-
 def _stream_len(m: int, omega: int) -> int:
     return omega + 8 if omega >= m else int(1.1 * m * math.log(m / (m - omega + 0.5))) + 16
 
 
 @register_protocol("cmss")
 @dataclass(frozen=True)
-class CompressedModularSubsetSelection(ModularSubsetSelection):
+class CompressedModularSubsetSelection(SeedPayloads, ModularSubsetSelection):
     """Seed-compressed MSS (privacy: computational).
 
     Distribution: the client draws the block ``j`` uniformly from [ℓ] (independent of x), writes
@@ -124,24 +114,6 @@ class CompressedModularSubsetSelection(ModularSubsetSelection):
     def min_report_bytes(cls, k: int, epsilon: float) -> float:
         """A report is one 8-byte seed whatever the moduli."""
         return 8.0
-
-    def payload_width(self, block):
-        return 8
-
-    def encode_payloads(self, block, values):
-        """The seed as 8 little-endian bytes."""
-        return np.ascontiguousarray(values[:, :1].astype("<i8")).view(np.uint8).reshape(-1, 8)
-
-    def decode_payloads(self, block, raw):
-        """8 bytes → the seed; ``BAD_SEED`` if the top bit is set (seeds are < 2^63)."""
-        raw = np.ascontiguousarray(raw, dtype=np.uint8)
-        reason = np.zeros(len(raw), dtype=np.int64)
-        if raw.ndim != 2 or raw.shape[1] != 8:
-            reason[:] = Reason.BAD_LENGTH
-            return np.zeros((len(raw), 1), dtype=np.int64), reason
-        values = raw.view("<i8").astype(np.int64)
-        reason[values[:, 0] < 0] = Reason.BAD_SEED
-        return values, reason
 
     def information_bits(self):
         """``⌈log2 ℓ⌉ + 63`` (the block and the seed)."""

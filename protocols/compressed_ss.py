@@ -17,7 +17,7 @@ from privfreq.protocols.base import (Counts, Reason, ReportBatch, SupportCountin
 from privfreq.protocols.hashing import hash_to_range, item_offsets, seed_state
 from privfreq.protocols.subset_selection import ss_constants
 
-__all__ = ["CompressedSubsetSelection", "expand_seeds"]
+__all__ = ["CompressedSubsetSelection", "SeedPayloads", "expand_seeds", "rejection_trials"]
 
 SEED_BOUND = 1 << 63            # seeds are uniform in [0, 2^63): the report's 8 payload bytes
 # Rejection trials before the fallback to one fresh uniform seed: the fallback's weight ρ^T is at
@@ -67,9 +67,42 @@ def expand_seeds(seeds, k: int, omega: int) -> np.ndarray:
     return out
 
 
+def rejection_trials(m: int, omega: int, epsilon: float) -> tuple[int, float, float]:
+    """``(T, ρ, ρ^T)`` of the rejection sampler on [m]: one trial accepts with probability
+    ``ω/m + (1 − ω/m)e^{−ε}`` whatever the input, T trials bound the fallback weight ``ρ^T``
+    by ``2^−TAIL_LOG2``."""
+    accept = omega / m + (1 - omega / m) * math.exp(-epsilon)
+    rho = 1 - accept
+    trials = 1 if rho <= 0 else max(1, math.ceil(TAIL_LOG2 * math.log(2) / -math.log(rho)))
+    return trials, rho, rho ** trials
+
+
+class SeedPayloads:
+    """Wire format of the seed-compressed protocols: one 8-byte seed per report
+    (``values[:, 0]``, int64 in [0, 2^63))."""
+
+    def payload_width(self, block):
+        return 8
+
+    def encode_payloads(self, block, values):
+        """The seed as 8 little-endian bytes."""
+        return np.ascontiguousarray(values[:, :1].astype("<i8")).view(np.uint8).reshape(-1, 8)
+
+    def decode_payloads(self, block, raw):
+        """8 bytes → the seed; ``BAD_SEED`` if the top bit is set (seeds are < 2^63)."""
+        raw = np.ascontiguousarray(raw, dtype=np.uint8)
+        reason = np.zeros(len(raw), dtype=np.int64)
+        if raw.ndim != 2 or raw.shape[1] != 8:
+            reason[:] = Reason.BAD_LENGTH
+            return np.zeros((len(raw), 1), dtype=np.int64), reason
+        values = raw.view("<i8").astype(np.int64)
+        reason[values[:, 0] < 0] = Reason.BAD_SEED
+        return values, reason
+
+
 @register_protocol("css")
 @dataclass(frozen=True)
-class CompressedSubsetSelection(SupportCounting):
+class CompressedSubsetSelection(SeedPayloads, SupportCounting):
     """Seed-compressed SS on [k] (privacy: computational).
 
     Distribution: the client draws seeds s uniformly and expands ``Z = G(s)`` (``expand_seeds``,
@@ -100,11 +133,8 @@ class CompressedSubsetSelection(SupportCounting):
         check_int("CompressedSS", "k", self.k, 2, 2**32 - 1)
         object.__setattr__(self, "epsilon", check_epsilon("CompressedSS", self.epsilon))
         ss = ss_constants(self.k, self.epsilon)
-        w, k, e = ss.omega, self.k, math.exp(self.epsilon)
-        accept = w / k + (1 - w / k) / e              # P(accept one trial), the same for every x
-        rho = 1 - accept
-        trials = 1 if rho <= 0 else max(1, math.ceil(TAIL_LOG2 * math.log(2) / -math.log(rho)))
-        mix = rho ** trials
+        w, k = ss.omega, self.k
+        trials, _, mix = rejection_trials(k, w, self.epsilon)
         object.__setattr__(self, "omega", w)
         object.__setattr__(self, "trials", trials)
         object.__setattr__(self, "fallback", mix)
@@ -136,24 +166,6 @@ class CompressedSubsetSelection(SupportCounting):
         if len(todo):
             out[todo] = rng.integers(0, SEED_BOUND, len(todo), dtype=np.int64)
         return ReportBatch(np.zeros(n, np.int64), np.zeros(n, np.int64), out[:, None])
-
-    def payload_width(self, block):
-        return 8
-
-    def encode_payloads(self, block, values):
-        """The seed as 8 little-endian bytes."""
-        return np.ascontiguousarray(values[:, :1].astype("<i8")).view(np.uint8).reshape(-1, 8)
-
-    def decode_payloads(self, block, raw):
-        """8 bytes → the seed; ``BAD_SEED`` if the top bit is set (seeds are < 2^63)."""
-        raw = np.ascontiguousarray(raw, dtype=np.uint8)
-        reason = np.zeros(len(raw), dtype=np.int64)
-        if raw.ndim != 2 or raw.shape[1] != 8:
-            reason[:] = Reason.BAD_LENGTH
-            return np.zeros((len(raw), 1), dtype=np.int64), reason
-        values = raw.view("<i8").astype(np.int64)
-        reason[values[:, 0] < 0] = Reason.BAD_SEED
-        return values, reason
 
     def information_bits(self):
         return 63
