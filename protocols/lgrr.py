@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from privfreq.protocols.base import ReportBatch, SupportCounting, register_protocol, set_fields
 from privfreq.protocols.grr import ValueReport
-from privfreq.protocols.longitudinal import Longitudinal, grr_rounds
+from privfreq.protocols.longitudinal import Longitudinal, TwoRoundFields, grr_rounds
 from privfreq.protocols.wire import IndexHistogram
 
 __all__ = ["LGRR", "grr_draw"]
@@ -25,7 +25,7 @@ def grr_draw(x: np.ndarray, m: int, p: float, rng: np.random.Generator) -> np.nd
 
 @register_protocol("lgrr")
 @dataclass(frozen=True)
-class LGRR(ValueReport, IndexHistogram, Longitudinal, SupportCounting):
+class LGRR(ValueReport, IndexHistogram, TwoRoundFields, Longitudinal, SupportCounting):
     """Longitudinal GRR (Arcolezi et al. 2022; SPEC §7). Memo key = the value.
 
     Distribution: permanent ``B′ = GRR_k(v)`` at ε∞ (``p1 = e^ε∞/(e^ε∞+k−1)``, ``q1 =
@@ -42,19 +42,6 @@ class LGRR(ValueReport, IndexHistogram, Longitudinal, SupportCounting):
 
     display_name = "L-GRR"
     asr_kind = "exact"
-
-    k: int
-    epsilon_perm: float
-    epsilon: float
-    calibration: str = "exact"
-    p1: float = field(init=False, repr=False)
-    q1: float = field(init=False, repr=False)
-    p2: float = field(init=False, repr=False)
-    q2: float = field(init=False, repr=False)
-    p: float = field(init=False, repr=False)
-    q: float = field(init=False, repr=False)
-    real_epsilon: float = field(init=False, repr=False)
-    real_epsilon_perm: float = field(init=False, repr=False)
 
     def __post_init__(self):
         eps_perm, eps1 = self.check_budgets()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,6 +34,7 @@ from privfreq.protocols.base import ReportBatch, check_epsilon, check_int, set_f
 __all__ = [
     "CALIBRATIONS",
     "Longitudinal",
+    "TwoRoundFields",
     "check_budgets",
     "grr_chain",
     "grr_lambda",
@@ -108,6 +110,26 @@ def unpack_words(memo: np.ndarray, nbytes: int) -> np.ndarray:
     """Inverse of :func:`pack_words`: ``int64[n, words]`` → ``uint8[n, nbytes]``."""
     memo = np.ascontiguousarray(memo, dtype="<i8")
     return memo.view(np.uint8).reshape(len(memo), -1)[:, :nbytes]
+
+
+@dataclass(frozen=True)
+class TwoRoundFields:
+    """The parameters and derived constants of the memoized protocols whose two rounds are
+    support channels ``(p1, q1)`` then ``(p2, q2)`` composing to ``(p, q)`` (L-GRR, L-OSUE, L-SUE),
+    in their config field order."""
+
+    k: int
+    epsilon_perm: float
+    epsilon: float
+    calibration: str = "exact"
+    p1: float = field(init=False, repr=False)
+    q1: float = field(init=False, repr=False)
+    p2: float = field(init=False, repr=False)
+    q2: float = field(init=False, repr=False)
+    p: float = field(init=False, repr=False)
+    q: float = field(init=False, repr=False)
+    real_epsilon: float = field(init=False, repr=False)
+    real_epsilon_perm: float = field(init=False, repr=False)
 
 
 class Longitudinal:

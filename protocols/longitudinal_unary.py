@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from privfreq.protocols.attacks import mask_attack
 from privfreq.protocols.base import ReportBatch, SupportCounting, register_protocol, set_fields
-from privfreq.protocols.longitudinal import Longitudinal, pack_words, unpack_words
+from privfreq.protocols.longitudinal import Longitudinal, TwoRoundFields, pack_words, unpack_words
 from privfreq.protocols.unary_encoding import (CHUNK_ELEMENTS, ENUMERATION_LIMIT_BITS, count_bits,
                                                randomize_bits)
 from privfreq.protocols.wire import PackedBitsPayload
@@ -37,7 +37,7 @@ def flip_bits(packed: np.ndarray, k: int, p2: float, q2: float,
 
 
 @dataclass(frozen=True)
-class LongitudinalUnary(PackedBitsPayload, Longitudinal, SupportCounting):
+class LongitudinalUnary(PackedBitsPayload, TwoRoundFields, Longitudinal, SupportCounting):
     """Shared machinery; subclasses set ``(p1, q1)`` and ``(p2, q2)`` in ``_rounds``.
 
     Estimator: ``f̂ = (C/n − q*)/(p* − q*)``, ``p* = p1p2+(1−p1)q2``, ``q* = q1p2+(1−q1)q2``;
@@ -47,19 +47,6 @@ class LongitudinalUnary(PackedBitsPayload, Longitudinal, SupportCounting):
     """
 
     asr_kind = "exact"
-
-    k: int
-    epsilon_perm: float
-    epsilon: float
-    calibration: str = "exact"
-    p1: float = field(init=False, repr=False)
-    q1: float = field(init=False, repr=False)
-    p2: float = field(init=False, repr=False)
-    q2: float = field(init=False, repr=False)
-    p: float = field(init=False, repr=False)
-    q: float = field(init=False, repr=False)
-    real_epsilon: float = field(init=False, repr=False)
-    real_epsilon_perm: float = field(init=False, repr=False)
 
     def _rounds(self, eps_perm, eps1):
         raise NotImplementedError
