@@ -36,6 +36,7 @@ def _parity(v):
     return np.bitwise_count(v) & 1
 
 
+@dataclass(frozen=True)
 class _Sketch(FrequencyProtocol):
     """Shared parameters, hashing and the count-mean estimator of CMS and HCMS.
 
@@ -53,11 +54,14 @@ class _Sketch(FrequencyProtocol):
 
     k: int
     epsilon: float
-    hashes: int
-    buckets: int
-    hash_seed: int
+    hashes: int = 256
+    buckets: int = 1024
+    hash_seed: int = 0
+    c: float = field(init=False, repr=False)
 
-    def _check_sketch(self, name):
+    def _check_sketch(self, name, eps_scale=1.0) -> float:
+        """Validate the parameters; store ``c = (e+1)/(e−1)`` for ``e = exp(eps_scale·ε)`` and
+        return e."""
         check_int(name, "k", self.k, 2)
         object.__setattr__(self, "epsilon", check_epsilon(name, self.epsilon))
         if self.epsilon > 30:
@@ -67,6 +71,9 @@ class _Sketch(FrequencyProtocol):
         if self.buckets & (self.buckets - 1):
             raise ValueError(f"{name}: buckets must be a power of 2, got {self.buckets}")
         check_int(name, "hash_seed", self.hash_seed, -(1 << 63), (1 << 63) - 1)
+        e = math.exp(self.epsilon * eps_scale)
+        object.__setattr__(self, "c", (e + 1) / (e - 1))
+        return e
 
     # ----- hashing -----------------------------------------------------------------------------
     def row_states(self, rows=None) -> np.ndarray:
@@ -179,18 +186,10 @@ class HCMS(IndexPayload, _Sketch):
     """
 
     display_name = "HCMS"
-    k: int
-    epsilon: float
-    hashes: int = 256
-    buckets: int = 1024
-    hash_seed: int = 0
-    c: float = field(init=False, repr=False)
     p_keep: float = field(init=False, repr=False)
 
     def __post_init__(self):
-        self._check_sketch("HCMS")
-        e = math.exp(self.epsilon)
-        object.__setattr__(self, "c", (e + 1) / (e - 1))
+        e = self._check_sketch("HCMS")
         object.__setattr__(self, "p_keep", e / (1 + e))
 
     @property
@@ -269,18 +268,10 @@ class CMS(PackedBitsPayload, _Sketch):
     """
 
     display_name = "CMS"
-    k: int
-    epsilon: float
-    hashes: int = 256
-    buckets: int = 1024
-    hash_seed: int = 0
-    c: float = field(init=False, repr=False)
     p_flip: float = field(init=False, repr=False)
 
     def __post_init__(self):
-        self._check_sketch("CMS")
-        e = math.exp(self.epsilon / 2)
-        object.__setattr__(self, "c", (e + 1) / (e - 1))
+        e = self._check_sketch("CMS", eps_scale=0.5)
         object.__setattr__(self, "p_flip", 1 / (1 + e))
 
     @property
