@@ -9,7 +9,16 @@ import numpy as np
 from privfreq.protocols.base import ReportBatch, SupportCounting, register_protocol
 from privfreq.protocols.wire import IndexHistogram
 
-__all__ = ["GRR", "ValueReport"]
+__all__ = ["GRR", "ValueReport", "grr_draw"]
+
+
+def grr_draw(x: np.ndarray, m: int, p: float, rng: np.random.Generator) -> np.ndarray:
+    """GRR on ``[m]``: ``x`` w.p. ``p``, else a uniform other value (int64, vectorized)."""
+    n = len(x)
+    keep = rng.random(n) < p
+    other = rng.integers(0, m - 1, n)
+    other += other >= x
+    return np.where(keep, x, other)
 
 
 class ValueReport:
@@ -57,11 +66,7 @@ class GRR(ValueReport, IndexHistogram, SupportCounting):
     def randomize(self, items, rng):
         x = self.check_items(items)
         n = len(x)
-        keep = rng.random(n) < self.p
-        # A uniform value of [k] \ {x}: draw from [k-1] and skip x.
-        other = rng.integers(0, self.k - 1, n)
-        other += other >= x
-        y = np.where(keep, x, other)
+        y = grr_draw(x, self.k, self.p, rng)
         return ReportBatch(np.zeros(n, np.int64), np.zeros(n, np.int64), y[:, None])
 
     def output_distribution(self, item):

@@ -7,20 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from privfreq.protocols.base import ReportBatch, SupportCounting, register_protocol, set_fields
-from privfreq.protocols.grr import ValueReport
+from privfreq.protocols.grr import ValueReport, grr_draw
 from privfreq.protocols.longitudinal import Longitudinal, TwoRoundFields, grr_rounds
 from privfreq.protocols.wire import IndexHistogram
 
 __all__ = ["LGRR", "grr_draw"]
-
-
-def grr_draw(x: np.ndarray, m: int, p: float, rng: np.random.Generator) -> np.ndarray:
-    """GRR on ``[m]``: ``x`` w.p. ``p``, else a uniform other value (int64, vectorized)."""
-    n = len(x)
-    keep = rng.random(n) < p
-    other = rng.integers(0, m - 1, n)
-    other += other >= x
-    return np.where(keep, x, other)
 
 
 @register_protocol("lgrr")

@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.attacks import mask_attack
 from privfreq.protocols.base import ReportBatch, SupportCounting, check_int, register_protocol, set_fields
 from privfreq.protocols.hashing import hash_to_range, item_offsets, seed_state
-from privfreq.protocols.lgrr import grr_draw
+from privfreq.protocols.grr import grr_draw
 from privfreq.protocols.longitudinal import Longitudinal, grr_chain, grr_rounds
-from privfreq.protocols.olh import ENUMERATION_LIMIT_SEED_BITS, OLH
+from privfreq.protocols.olh import LocalHashing
 from privfreq.protocols.wire import IndexPayload
 
 __all__ = ["LOLOHA", "BiLOLOHA", "optimal_g", "loloha_variance_at_zero"]
@@ -44,7 +43,7 @@ def optimal_g(epsilon_perm: float, epsilon: float, calibration: str = "exact") -
 
 @register_protocol("loloha")
 @dataclass(frozen=True)
-class LOLOHA(IndexPayload, Longitudinal, SupportCounting):
+class LOLOHA(LocalHashing, IndexPayload, Longitudinal, SupportCounting):
     """LOLOHA (Arcolezi, Pinzón, Palamidessi, Gambs, EDBT 2023; SPEC §7). Memo key = the hash.
 
     Distribution: each user draws one public hash seed ``s`` (fixed for all rounds, sent in
@@ -90,13 +89,6 @@ class LOLOHA(IndexPayload, Longitudinal, SupportCounting):
 
     # ----- state --------------------------------------------------------------------------------
     @property
-    def uses_seed(self):
-        return True
-
-    def seed_bound(self):
-        return 1 << self.seed_bits
-
-    @property
     def memo_key_count(self):
         return self.g
 
@@ -105,15 +97,7 @@ class LOLOHA(IndexPayload, Longitudinal, SupportCounting):
         return 1
 
     def draw_public(self, n, rng):
-        if self.seed_bits < 63:
-            s = rng.integers(0, self.seed_bound(), n, dtype=np.int64)
-        else:
-            s = rng.integers(0, 2**63 - 1, n, dtype=np.int64, endpoint=True)
-        return s[:, None]
-
-    def hash_items(self, seeds, items) -> np.ndarray:
-        """``H_s(v)`` broadcast over ``seeds[:, None]`` and ``items[None, :]`` (int64)."""
-        return hash_to_range(seed_state(seeds)[:, None], item_offsets(items)[None, :], self.g)
+        return self.draw_seeds(n, rng)[:, None]
 
     def memo_keys(self, items, public):
         return hash_to_range(seed_state(public[:, 0]), item_offsets(items), self.g)
@@ -132,52 +116,17 @@ class LOLOHA(IndexPayload, Longitudinal, SupportCounting):
         memo = self.permanent(self.memo_keys(x, public), public, rng)
         return ReportBatch(np.zeros(len(x), np.int64), public[:, 0].copy(), memo)
 
-    # ----- wire / server --------------------------------------------------------------------------
-    @property
-    def output_size(self):
-        return self.g
-
-    def information_bits(self):
-        return self.seed_bits + math.ceil(math.log2(self.g))
-
-    def count_shape(self):
-        return (self.k,)
-
-    def add_reports(self, acc, batch):
-        """OLH's chunked support counting (same hash family, same report layout); it reads only
-        ``k``, ``g`` and the batch."""
-        return OLH.add_reports(self, acc, batch)
-
-    def attack(self, batch, rng):
-        items = np.arange(self.k)
-        return mask_attack(self, batch, rng,
-                           lambda sl: self.hash_items(batch.seed[sl], items) == batch.values[sl, :1])
-
-    def closed_form_asr(self, f=None):
-        g, k = self.g, self.k
-        return float(self.p * g * -math.expm1(k * math.log1p(-1.0 / g)) / k)
-
     def diagnostics(self):
         return {**self.longitudinal_diagnostics(), "g": self.g}
 
     # ----- exact distributions (small seed spaces) -------------------------------------------------
-    def _enumerate(self, item, p_same):
-        if self.seed_bits > ENUMERATION_LIMIT_SEED_BITS:
-            raise ValueError(f"{type(self).__name__}: enumeration needs seed_bits <= "
-                             f"{ENUMERATION_LIMIT_SEED_BITS}, got {self.seed_bits}")
-        s_count = self.seed_bound()
-        h = self.hash_items(np.arange(s_count), [item])[:, 0]
-        other = (1 - p_same) / (self.g - 1) / s_count
-        return {(s, y): (p_same / s_count if y == h[s] else other)
-                for s in range(s_count) for y in range(self.g)}
-
     def permanent_distribution(self, item):
         """Exact ``P((s, B′) | item)`` of round 1 (ε∞)."""
-        return self._enumerate(item, self.p1)
+        return self.enumerate_outputs(item, self.p1)
 
     def output_distribution(self, item):
         """Exact ``P((s, y) | item)`` of one report (ε1 under ``exact``)."""
-        return self._enumerate(item, self.p)
+        return self.enumerate_outputs(item, self.p)
 
 
 @register_protocol("biloloha")
