@@ -160,3 +160,11 @@ def assert_wire_round_trip(proto, items, seed):
         np.testing.assert_array_equal(dec, values)
         assert dec.dtype == values.dtype
     return batch
+
+
+def assert_config_round_trip(proto):
+    """The protocol survives its collection config's JSON and a pickle round trip unchanged."""
+    from privfreq.protocols.config import CollectionConfig
+    again = CollectionConfig.from_json(CollectionConfig.of(proto).to_json()).protocol
+    assert again == proto and pickle.loads(pickle.dumps(proto)) == proto
+    return again

@@ -1,12 +1,12 @@
 """HCMS / CMS (SPEC §9) and item ids of names: privacy by enumeration, unbiasedness and variance
 over the hash family by Monte Carlo, samplers under four BitGenerators, merge and wire contracts."""
 import math
-import pickle
 
 import numpy as np
 import pytest
 
-from privfreq.protocols import CollectionConfig, Reason
+from _baseline_contract import assert_config_round_trip, assert_merge_contract, assert_wire_round_trip
+from privfreq.protocols import Reason
 from privfreq.protocols.cms import CMS, HCMS
 from privfreq.protocols.hashing import MAX_NAME_BYTES, item_id
 
@@ -110,28 +110,10 @@ def test_hcms_variance_formula_at_zero():
 @pytest.mark.parametrize("proto", [HCMS(10, 2.0, hashes=8, buckets=32), CMS(10, 2.0, hashes=8,
                                                                              buckets=32)])
 def test_merge_contract_and_wire_round_trip(proto):
-    rng = np.random.default_rng(3)
     items = item_id([f"n{i % 37}" for i in range(3000)])
-    batch = proto.randomize(items, rng)
-    whole = proto.add_reports(proto.create_accumulator(), batch)
-    cuts = np.sort(rng.choice(np.arange(1, 3000), 5, replace=False))
-    parts = [proto.add_reports(proto.create_accumulator(), batch.take(s))
-             for s in np.split(np.arange(3000), cuts)]
-    order = rng.permutation(len(parts))
-    merged = proto.merge(pickle.loads(pickle.dumps(parts[i])) for i in order)
-    np.testing.assert_array_equal(merged.counts, whole.counts)
-    np.testing.assert_array_equal(merged.n_block, whole.n_block)
-    assert merged.counts.dtype == np.int64
-    for j in range(proto.n_blocks):
-        rows = batch.block == j
-        raw = proto.encode_payloads(j, batch.values[rows])
-        assert raw.shape[1] == proto.payload_width(j)
-        vals, why = proto.decode_payloads(j, raw)
-        assert (np.asarray(why) == Reason.OK).all()
-        np.testing.assert_array_equal(vals, batch.values[rows])
-    cfg = CollectionConfig.of(proto)
-    again = CollectionConfig.from_json(cfg.to_json()).protocol
-    assert again == proto and pickle.loads(pickle.dumps(proto)) == proto
+    assert_merge_contract(proto, items, seed=3, shards=6)
+    assert_wire_round_trip(proto, items, seed=3)
+    assert_config_round_trip(proto)
 
 
 def test_hostile_payloads_rejected():

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from privfreq.protocols import CollectionConfig, Reason
+from _baseline_contract import assert_config_round_trip, assert_wire_round_trip
 from privfreq.protocols.cms import HCMS
 from privfreq.protocols.olh import OLH
 from privfreq.protocols.pem import PEM, discover
@@ -85,14 +85,7 @@ def test_merge_wire_config():
     merged = p.merge(pickle.loads(pickle.dumps(a)) for a in parts[::-1])
     np.testing.assert_array_equal(merged.counts, whole.counts)
     np.testing.assert_array_equal(merged.n_block, whole.n_block)
-    for g in range(p.groups):
-        rows = batch.block == g
-        raw = p.encode_payloads(g, batch.values[rows])
-        assert raw.shape[1] == p.payload_width(g)
-        vals, why = p.decode_payloads(g, raw)
-        assert (np.asarray(why) == Reason.OK).all()
-        np.testing.assert_array_equal(vals, batch.values[rows])
-    again = CollectionConfig.from_json(CollectionConfig.of(p).to_json()).protocol
-    assert again == p and pickle.loads(pickle.dumps(p)) == p
+    assert_wire_round_trip(p, items, seed=1)
+    again = assert_config_round_trip(p)
     assert [type(o) for o in p.oracles] == [OLH, OLH, HCMS, HCMS]
     assert (discover(again, merged, top=3).items == discover(p, whole, top=3).items).all()
