@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.base import (Counts, Reason, ReportBatch, SupportCounting, check_epsilon, check_int,
-                                     register_protocol)
+from privfreq.protocols.base import (Counts, Reason, ReportBatch, SupportCounting, register_protocol,
+                                     set_fields)
 from privfreq.protocols.hashing import hash_to_range, item_offsets, seed_state
 from privfreq.protocols.subset_selection import ss_constants
 
@@ -130,16 +130,12 @@ class CompressedSubsetSelection(SeedPayloads, SupportCounting):
     q: float = field(init=False, repr=False)
 
     def __post_init__(self):
-        check_int("CompressedSS", "k", self.k, 2, 2**32 - 1)
-        object.__setattr__(self, "epsilon", check_epsilon("CompressedSS", self.epsilon))
-        ss = ss_constants(self.k, self.epsilon)
+        eps = self.check_k_epsilon("CompressedSS", k_max=2**32 - 1)
+        ss = ss_constants(self.k, eps)
         w, k = ss.omega, self.k
-        trials, _, mix = rejection_trials(k, w, self.epsilon)
-        object.__setattr__(self, "omega", w)
-        object.__setattr__(self, "trials", trials)
-        object.__setattr__(self, "fallback", mix)
-        object.__setattr__(self, "p", (1 - mix) * ss.p + mix * w / k)
-        object.__setattr__(self, "q", (1 - mix) * ss.q + mix * w / k)
+        trials, _, mix = rejection_trials(k, w, eps)
+        set_fields(self, omega=w, trials=trials, fallback=mix)
+        self.set_support((1 - mix) * ss.p + mix * w / k, (1 - mix) * ss.q + mix * w / k)
 
     @property
     def values_width(self):

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from privfreq.protocols.attacks import mask_attack
-from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, check_epsilon, check_int,
-                                     register_protocol)
+from privfreq.protocols.base import Counts, ReportBatch, SupportCounting, register_protocol, set_fields
 from privfreq.protocols.wire import decode_indices, encode_indices, index_width
 
 __all__ = ["PIRappor", "largest_prime_at_most"]
@@ -60,8 +59,7 @@ class PIRappor(SupportCounting):
     q: float = field(init=False, repr=False)
 
     def __post_init__(self):
-        check_int("PIRappor", "k", self.k, 2, 2**31)
-        object.__setattr__(self, "epsilon", check_epsilon("PIRappor", self.epsilon))
+        self.check_k_epsilon("PIRappor", k_max=2**31)
         if self.epsilon > 20:
             raise ValueError(f"PIRappor: epsilon must be <= 20, got {self.epsilon}")
         prime = largest_prime_at_most(math.exp(self.epsilon) + 1)
@@ -71,10 +69,8 @@ class PIRappor(SupportCounting):
         t = 1
         while prime ** t < self.k + 1:
             t += 1
-        object.__setattr__(self, "prime", prime)
-        object.__setattr__(self, "t", t)
-        object.__setattr__(self, "p", 0.5)
-        object.__setattr__(self, "q", 1.0 / prime)
+        set_fields(self, prime=prime, t=t)
+        self.set_support(0.5, 1.0 / prime)
 
     @property
     def real_epsilon(self) -> float:
