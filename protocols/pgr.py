@@ -8,8 +8,8 @@ from functools import cached_property
 import numpy as np
 
 from privfreq.protocols.attacks import f_or_uniform, mask_attack
-from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, check_epsilon, check_int,
-                                     register_protocol)
+from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, register_protocol,
+                                     set_fields)
 from privfreq.protocols.wire import IndexHistogram
 
 __all__ = ["ProjectiveGeometryResponse", "smallest_prime_at_least"]
@@ -157,8 +157,7 @@ class ProjectiveGeometryResponse(IndexHistogram, SupportCounting):
     r: float = field(init=False, repr=False)
 
     def __post_init__(self):
-        check_int("PGR", "k", self.k, 2, MAX_K)
-        object.__setattr__(self, "epsilon", check_epsilon("PGR", self.epsilon))
+        self.check_k_epsilon("PGR", MAX_K)
         if self.epsilon > 15:
             raise ValueError(f"PGR: epsilon must be <= 15 (q grows like e^ε), got {self.epsilon}")
         e = math.exp(self.epsilon)
@@ -172,9 +171,8 @@ class ProjectiveGeometryResponse(IndexHistogram, SupportCounting):
         cset = (q ** (t - 1) - 1) // (q - 1)
         cint = (q ** (t - 2) - 1) // (q - 1)
         P = 1.0 / ((e - 1) * cset + K)
-        for name, val in dict(q=q, t=t, K=K, cset=cset, cint=cint, P=P, s=e * P * cset,
-                              r=P * ((e - 1) * cint + cset)).items():
-            object.__setattr__(self, name, val)
+        set_fields(self, q=q, t=t, K=K, cset=cset, cint=cint, P=P, s=e * P * cset,
+                   r=P * ((e - 1) * cint + cset))
 
     @cached_property
     def geometry(self) -> Geometry:

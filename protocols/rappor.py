@@ -12,8 +12,8 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import lsmr
 
 from privfreq.protocols.attacks import chunked, pick_uniform
-from privfreq.protocols.base import (DENSE_LIMIT, Counts, Estimate, ReportBatch, check_epsilon,
-                                     check_int, register_protocol)
+from privfreq.protocols.base import (DENSE_LIMIT, Counts, Estimate, ReportBatch, check_int,
+                                     register_protocol)
 from privfreq.protocols.least_squares import LeastSquaresDecoder, LSBlock
 from privfreq.protocols.postprocess import project_simplex
 from privfreq.protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
@@ -110,8 +110,7 @@ class RAPPOR(PackedBitsPayload, LeastSquaresDecoder):
     epsilon_one: float = field(init=False, repr=False)
 
     def __post_init__(self):
-        check_int("RAPPOR", "k", self.k, 2)
-        object.__setattr__(self, "epsilon", check_epsilon("RAPPOR", self.epsilon))
+        self.check_k_epsilon("RAPPOR")
         check_int("RAPPOR", "bloom_bits", self.bloom_bits, 1, 1 << 20)
         check_int("RAPPOR", "hashes", self.hashes, 1, self.bloom_bits)
         check_int("RAPPOR", "cohorts", self.cohorts, 1, 1 << 16)
@@ -120,8 +119,7 @@ class RAPPOR(PackedBitsPayload, LeastSquaresDecoder):
         if not p < q:
             raise ValueError(f"RAPPOR: need p < q (IRR must favour the PRR bit), got p = {p}, "
                              f"q = {q}")
-        object.__setattr__(self, "p", p)
-        object.__setattr__(self, "q", q)
+        self.set_support(p, q)
         f = 2.0 / (1.0 + math.exp(self.epsilon / (2 * self.hashes)))
         ps = f * (p + q) / 2 + (1 - f) * p
         qs = f * (p + q) / 2 + (1 - f) * q

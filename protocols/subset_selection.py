@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, check_epsilon, check_int,
-                                     register_protocol)
+from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, register_protocol,
+                                     set_fields)
 from privfreq.protocols.ss_sampler import sample_subsets
 from privfreq.protocols.wire import (decode_bitmap, decode_indices, encode_bitmap, encode_indices,
                             index_width, subset_encoding)
@@ -115,12 +115,9 @@ class SubsetSelection(SupportCounting):
     q: float = field(init=False, repr=False)
 
     def __post_init__(self):
-        check_int("SubsetSelection", "k", self.k, 2)
-        object.__setattr__(self, "epsilon", check_epsilon("SubsetSelection", self.epsilon))
-        ss = ss_constants(self.k, self.epsilon)
-        object.__setattr__(self, "ss", ss)
-        object.__setattr__(self, "p", ss.p)
-        object.__setattr__(self, "q", ss.q)
+        ss = ss_constants(self.k, self.check_k_epsilon("SubsetSelection"))
+        set_fields(self, ss=ss)
+        self.set_support(ss.p, ss.q)
 
     @property
     def values_width(self):

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from privfreq.protocols.attacks import mask_attack
-from privfreq.protocols.base import (Counts, Reason, ReportBatch, SupportCounting, check_epsilon,
-                                     check_int, register_protocol)
+from privfreq.protocols.base import (Counts, Reason, ReportBatch, SupportCounting,
+                                     register_protocol, set_fields)
 from privfreq.protocols import ue_sampler
 from privfreq.protocols.wire import PackedBitsPayload, check_packed, index_width
 
@@ -138,19 +138,15 @@ class UnaryEncoding(PackedBitsPayload, SupportCounting):
 
     def __post_init__(self):
         name = type(self).__name__
-        check_int(name, "k", self.k, 2)
-        object.__setattr__(self, "epsilon", check_epsilon(name, self.epsilon))
-        p, q = self._pq(self.epsilon)
-        object.__setattr__(self, "p", p)
-        object.__setattr__(self, "q", q)
+        self.set_support(*self._pq(self.check_k_epsilon()))
         if self.encoding not in ENCODINGS:
             raise ValueError(f"{name}: encoding must be one of {list(ENCODINGS)}, "
                              f"got {self.encoding!r}")
-        cap = sparse_cap(self.k, p, q) if self.encoding != "bitmap" else self.k
+        cap = sparse_cap(self.k, self.p, self.q) if self.encoding != "bitmap" else self.k
         if self.encoding == "auto":
             shorter = index_width(max(self.k, cap + 1)) * (1 + cap) < (self.k + 7) // 8
-            object.__setattr__(self, "encoding", "indices" if shorter else "bitmap")
-        object.__setattr__(self, "cap", cap if self.encoding == "indices" else self.k)
+            set_fields(self, encoding="indices" if shorter else "bitmap")
+        set_fields(self, cap=cap if self.encoding == "indices" else self.k)
 
     def to_params(self):
         """The init fields; ``encoding`` only when it is not the default ``"bitmap"`` (configs
