@@ -9,7 +9,7 @@ import numpy as np
 from privfreq.protocols.base import ReportBatch, SupportCounting, check_int, register_protocol, set_fields
 from privfreq.protocols.hashing import hash_to_range, item_offsets, seed_state
 from privfreq.protocols.grr import grr_draw
-from privfreq.protocols.longitudinal import Longitudinal, grr_chain, grr_rounds
+from privfreq.protocols.longitudinal import BudgetFields, Longitudinal, grr_chain, grr_rounds
 from privfreq.protocols.olh import LocalHashing
 from privfreq.protocols.wire import IndexPayload
 
@@ -43,7 +43,7 @@ def optimal_g(epsilon_perm: float, epsilon: float, calibration: str = "exact") -
 
 @register_protocol("loloha")
 @dataclass(frozen=True)
-class LOLOHA(LocalHashing, IndexPayload, Longitudinal, SupportCounting):
+class LOLOHA(LocalHashing, IndexPayload, BudgetFields, Longitudinal, SupportCounting):
     """LOLOHA (Arcolezi, Pinzón, Palamidessi, Gambs, EDBT 2023; SPEC §7). Memo key = the hash.
 
     Distribution: each user draws one public hash seed ``s`` (fixed for all rounds, sent in
@@ -62,10 +62,6 @@ class LOLOHA(LocalHashing, IndexPayload, Longitudinal, SupportCounting):
     display_name = "LOLOHA"
     asr_kind = "approx"
 
-    k: int
-    epsilon_perm: float
-    epsilon: float
-    calibration: str = "exact"
     g: int | None = None
     seed_bits: int = 63
     p1: float = field(init=False, repr=False)

@@ -33,6 +33,7 @@ from privfreq.protocols.base import ReportBatch, check_epsilon, check_int, set_f
 
 __all__ = [
     "CALIBRATIONS",
+    "BudgetFields",
     "Longitudinal",
     "TwoRoundFields",
     "check_budgets",
@@ -113,15 +114,20 @@ def unpack_words(memo: np.ndarray, nbytes: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class TwoRoundFields:
-    """The parameters and derived constants of the memoized protocols whose two rounds are
-    support channels ``(p1, q1)`` then ``(p2, q2)`` composing to ``(p, q)`` (L-GRR, L-OSUE, L-SUE),
-    in their config field order."""
+class BudgetFields:
+    """The leading config fields of the memoized protocols: ``k``, ε∞, ε1 and the calibration."""
 
     k: int
     epsilon_perm: float
     epsilon: float
     calibration: str = "exact"
+
+
+@dataclass(frozen=True)
+class TwoRoundFields(BudgetFields):
+    """The fields of the memoized protocols whose two rounds are support channels ``(p1, q1)``
+    then ``(p2, q2)`` composing to ``(p, q)`` (L-GRR, L-OSUE, L-SUE), in their config order."""
+
     p1: float = field(init=False, repr=False)
     q1: float = field(init=False, repr=False)
     p2: float = field(init=False, repr=False)
