@@ -467,3 +467,14 @@ class SupportCounting(FrequencyProtocol):
         frac = (np.full(self.k, q) if n == 0
                 else np.asarray(self.support_counts(counts), dtype=np.float64) / n)
         return np.maximum(frac, 1 - frac) / ((n + 1) * (p - q))
+
+
+@dataclass(frozen=True)
+class PureSupport(SupportCounting):
+    """The fields of a support-counting protocol whose user parameters are ``(k, ε)`` and whose
+    ``p``, ``q`` are derived (``set_support`` in ``__post_init__``); subclasses append theirs."""
+
+    k: int
+    epsilon: float
+    p: float = field(init=False, repr=False)
+    q: float = field(init=False, repr=False)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.base import (Counts, Reason, ReportBatch, SupportCounting, register_protocol,
+from privfreq.protocols.base import (Counts, PureSupport, Reason, ReportBatch, register_protocol,
                                      set_fields)
 from privfreq.protocols.hashing import hash_to_range, item_offsets, seed_state
 from privfreq.protocols.subset_selection import ss_constants
@@ -102,7 +102,7 @@ class SeedPayloads:
 
 @register_protocol("css")
 @dataclass(frozen=True)
-class CompressedSubsetSelection(SeedPayloads, SupportCounting):
+class CompressedSubsetSelection(SeedPayloads, PureSupport):
     """Seed-compressed SS on [k] (privacy: computational).
 
     Distribution: the client draws seeds s uniformly and expands ``Z = G(s)`` (``expand_seeds``,
@@ -121,13 +121,9 @@ class CompressedSubsetSelection(SeedPayloads, SupportCounting):
     display_name = "SS-seed"
     asr_kind = "exact"
     privacy_kind = "computational"
-    k: int
-    epsilon: float
     omega: int = field(init=False, repr=False)
     trials: int = field(init=False, repr=False)
     fallback: float = field(init=False, repr=False)
-    p: float = field(init=False, repr=False)
-    q: float = field(init=False, repr=False)
 
     def __post_init__(self):
         eps = self.check_k_epsilon("CompressedSS", k_max=2**32 - 1)

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from privfreq.protocols.base import ReportBatch, SupportCounting, register_protocol
+from privfreq.protocols.base import PureSupport, ReportBatch, register_protocol
 from privfreq.protocols.wire import IndexHistogram
 
 __all__ = ["GRR", "ValueReport", "grr_draw"]
@@ -41,7 +41,7 @@ class ValueReport:
 
 @register_protocol("grr")
 @dataclass(frozen=True)
-class GRR(ValueReport, IndexHistogram, SupportCounting):
+class GRR(ValueReport, IndexHistogram, PureSupport):
     """k-ary randomized response (Warner 1965; Kairouz, Bonawitz, Ramage 2016).
 
     Distribution: report ``y = x`` w.p. ``p = e^ε/(e^ε+k−1)``, else a uniform other value, each
@@ -53,11 +53,6 @@ class GRR(ValueReport, IndexHistogram, SupportCounting):
 
     display_name = "GRR"
     asr_kind = "exact"
-
-    k: int
-    epsilon: float
-    p: float = field(init=False, repr=False)
-    q: float = field(init=False, repr=False)
 
     def __post_init__(self):
         e = math.exp(self.check_k_epsilon())

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from privfreq.protocols.attacks import mask_attack
-from privfreq.protocols.base import Counts, ReportBatch, SupportCounting, register_protocol, set_fields
+from privfreq.protocols.base import Counts, PureSupport, ReportBatch, register_protocol, set_fields
 from privfreq.protocols.wire import decode_indices, encode_indices, index_width
 
 __all__ = ["PIRappor", "largest_prime_at_most"]
@@ -33,7 +33,7 @@ def largest_prime_at_most(x: float) -> int:
 
 @register_protocol("pi_rappor")
 @dataclass(frozen=True)
-class PIRappor(SupportCounting):
+class PIRappor(PureSupport):
     """PI-RAPPOR (Feldman & Talwar 2021).
 
     Distribution: q the largest prime <= e^ε + 1 (needs q >= 3, i.e. ε >= ln 2),
@@ -51,12 +51,8 @@ class PIRappor(SupportCounting):
 
     display_name = "PI-RAPPOR"
     asr_kind = "approx"
-    k: int
-    epsilon: float
     prime: int = field(init=False, repr=False)
     t: int = field(init=False, repr=False)
-    p: float = field(init=False, repr=False)
-    q: float = field(init=False, repr=False)
 
     def __post_init__(self):
         self.check_k_epsilon("PIRappor", k_max=2**31)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.base import (Counts, ReportBatch, SupportCounting, register_protocol,
+from privfreq.protocols.base import (Counts, PureSupport, ReportBatch, register_protocol,
                                      set_fields)
 from privfreq.protocols.ss_sampler import sample_subsets
 from privfreq.protocols.wire import (decode_bitmap, decode_indices, encode_bitmap, encode_indices,
@@ -96,7 +96,7 @@ def decode_subsets(raw: np.ndarray, c: SSConstants,
 
 @register_protocol("ss")
 @dataclass(frozen=True)
-class SubsetSelection(SupportCounting):
+class SubsetSelection(PureSupport):
     """Subset Selection on ``[k]`` (Wang et al. 2016; Ye & Barg 2018).
 
     Distribution: ``P(Z | x) ∝ e^{ε·[x∈Z]}`` over ω-subsets of [k], ``ω = max(1, rint(k/(e^ε+1)))``.
@@ -108,11 +108,7 @@ class SubsetSelection(SupportCounting):
 
     display_name = "SS"
     asr_kind = "exact"
-    k: int
-    epsilon: float
     ss: SSConstants = field(init=False, repr=False)
-    p: float = field(init=False, repr=False)
-    q: float = field(init=False, repr=False)
 
     def __post_init__(self):
         ss = ss_constants(self.k, self.check_k_epsilon("SubsetSelection"))
