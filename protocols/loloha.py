@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from privfreq.protocols.base import ReportBatch, SupportCounting, check_int, register_protocol, set_fields
 from privfreq.protocols.hashing import hash_to_range, item_offsets, seed_state
 from privfreq.protocols.grr import grr_draw
-from privfreq.protocols.longitudinal import BudgetFields, Longitudinal, grr_chain, grr_rounds
+from privfreq.protocols.longitudinal import Longitudinal, TwoRoundFields, grr_chain, grr_rounds
 from privfreq.protocols.olh import LocalHashing
 from privfreq.protocols.wire import IndexPayload
 
@@ -43,7 +43,7 @@ def optimal_g(epsilon_perm: float, epsilon: float, calibration: str = "exact") -
 
 @register_protocol("loloha")
 @dataclass(frozen=True)
-class LOLOHA(LocalHashing, IndexPayload, BudgetFields, Longitudinal, SupportCounting):
+class LOLOHA(LocalHashing, IndexPayload, TwoRoundFields, Longitudinal, SupportCounting):
     """LOLOHA (Arcolezi, Pinzón, Palamidessi, Gambs, EDBT 2023; SPEC §7). Memo key = the hash.
 
     Distribution: each user draws one public hash seed ``s`` (fixed for all rounds, sent in
@@ -64,13 +64,6 @@ class LOLOHA(LocalHashing, IndexPayload, BudgetFields, Longitudinal, SupportCoun
 
     g: int | None = None
     seed_bits: int = 63
-    p1: float = field(init=False, repr=False)
-    p2: float = field(init=False, repr=False)
-    q2: float = field(init=False, repr=False)
-    p: float = field(init=False, repr=False)
-    q: float = field(init=False, repr=False)
-    real_epsilon: float = field(init=False, repr=False)
-    real_epsilon_perm: float = field(init=False, repr=False)
 
     def __post_init__(self):
         name = type(self).__name__
@@ -80,6 +73,7 @@ class LOLOHA(LocalHashing, IndexPayload, BudgetFields, Longitudinal, SupportCoun
             check_int(name, "g", self.g, 2, (1 << 31) - 1)
         set_fields(self, g=g)
         p, _ = self.set_rounds(*grr_rounds(eps_perm, eps1, g, self.calibration))
+        # a report supports a non-held item when their hashes collide: q = 1/g, not the chain's
         set_fields(self, q=1.0 / g, real_epsilon=math.log(p / ((1 - p) / (g - 1))),
                    real_epsilon_perm=eps_perm)
 

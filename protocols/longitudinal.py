@@ -22,7 +22,6 @@ permanent response drawn once, then one instantaneous report): the one-shot simu
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -163,12 +162,9 @@ class Longitudinal:
 
     def set_rounds(self, p1: float, q1: float, p2: float, q2: float) -> tuple[float, float]:
         """Store both rounds' ``(p1, q1, p2, q2)`` and the composite ``(p, q) = grr_chain(...)``
-        (those of them the class declares as fields) and return ``(p, q)``."""
+        (the fields of ``TwoRoundFields``) and return ``(p, q)``."""
         p, q = grr_chain(p1, q1, p2, q2)
-        declared = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-        set_fields(self, **{name: v for name, v in
-                            (("p1", p1), ("q1", q1), ("p2", p2), ("q2", q2), ("p", p), ("q", q))
-                            if name in declared})
+        set_fields(self, p1=p1, q1=q1, p2=p2, q2=q2, p=p, q=q)
         return p, q
 
     # ----- shape of the state ----------------------------------------------------------------------
