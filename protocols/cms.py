@@ -24,6 +24,7 @@ from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, Report
                                      check_int, register_protocol)
 from privfreq.protocols.hadamard import fwht
 from privfreq.protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
+from privfreq.protocols.unary_encoding import count_bits, randomize_bits
 from privfreq.protocols.wire import IndexPayload, PackedBitsPayload
 
 __all__ = ["CMS", "HCMS"]
@@ -289,19 +290,17 @@ class CMS(PackedBitsPayload, _Sketch):
         x = self.check_items(items)
         n = len(x)
         j = rng.integers(0, self.hashes, n)
-        h = self.bucket(j, x)
-        bits = rng.random((n, self.buckets)) < self.p_flip
-        bits[np.arange(n), h] ^= True
-        return ReportBatch(j.astype(np.int64), np.zeros(n, np.int64),
-                           np.packbits(bits, axis=1, bitorder="little"))
+        # bucket h(x) is 1 w.p. 1 − p_flip, every other bucket w.p. p_flip: a unary encoding
+        packed = randomize_bits(self.bucket(j, x), self.buckets, 1 - self.p_flip, self.p_flip, rng)
+        return ReportBatch(j.astype(np.int64), np.zeros(n, np.int64), packed)
 
     def count_shape(self):
         return (self.hashes, self.buckets)
 
     def add_reports(self, acc, batch):
-        bits = np.unpackbits(np.asarray(batch.values, np.uint8), axis=1, count=self.buckets,
-                             bitorder="little")
-        np.add.at(acc.counts, batch.block, bits.astype(np.int64))
+        values = np.asarray(batch.values, np.uint8)
+        for j in np.unique(batch.block):
+            acc.counts[j] += count_bits(values[batch.block == j], self.buckets)
         acc.n_block += np.bincount(batch.block, minlength=self.hashes)
         return acc
 
