@@ -55,7 +55,7 @@ from privfreq.protocols import totals as totals_lib
 from privfreq.protocols.base import Counts
 from privfreq.protocols.config import CollectionConfig
 from privfreq.transforms import outputs
-from privfreq.transforms.estimate import COMBINE_FANOUT, CountReports, decode_counts
+from privfreq.transforms.estimate import COMBINE_FANOUT, CountReports, decode_counts, decode_round
 from privfreq.transforms.io import (ReadReportFiles, WriteDeadLetters, digest_inputs,
                                     match_inputs)
 from privfreq.transforms.parse import INVALID, ROUNDS, STATS, ParseReports, merge_stats
@@ -93,11 +93,6 @@ def _write_results(est, stats: dict, totals: dict | None, rounds: list, config_j
                    out_dir: str, inputs: dict | None = None):
     return outputs.write_results(est, stats, config_json=config_json, out_dir=out_dir,
                                  totals=totals, inputs=inputs, rounds=rounds)
-
-
-def _decode_round(kv, config_json: str):
-    r, counts = kv
-    return r, decode_counts(counts, config_json), counts.n
 
 
 def parse_rounds(text: str | None) -> tuple[int, int] | None:
@@ -154,7 +149,7 @@ def build(p: beam.Pipeline, config: CollectionConfig, pattern: str | None, out_d
         _totals_summary, (prior.n_reports if prior is not None else 0) if with_totals else None)
     per_round = (parsed[ROUNDS]
                  | "CountPerRound" >> beam.CombinePerKey(CountReports(config))
-                 | "DecodeRounds" >> beam.Map(_decode_round, config_json))
+                 | "DecodeRounds" >> beam.Map(decode_round, config_json))
     # pcoll: (round, Estimate, n) per round present (none for files without rounds)
     estimate = counts | "Decode" >> beam.Map(decode_counts, config_json)
     _ = estimate | "WriteResults" >> beam.Map(

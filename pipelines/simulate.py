@@ -36,7 +36,7 @@ from privfreq.protocols.config import CollectionConfig
 from privfreq.transforms import outputs
 from privfreq.transforms.estimate import EstimateFrequencies
 from privfreq.transforms.simulate import Distribution, SimulateReports, SimulateRounds
-from privfreq.transforms.estimate import CountReports, decode_counts
+from privfreq.transforms.estimate import CountReports, decode_round
 
 ROUNDS_TABLE = "rounds.parquet"
 
@@ -114,11 +114,6 @@ def _write_rounds(_, per_round: list, truth: list, keys, truth_info: dict, confi
     return summary
 
 
-def _decode_round(kv, config_json: str):
-    r, counts = kv
-    return r, decode_counts(counts, config_json), counts.n
-
-
 def build_rounds(p: beam.Pipeline, config: CollectionConfig, n: int, distribution: Distribution,
                  seed: int, rounds: int, change_rate: float, out_dir: str) -> None:
     """A longitudinal simulation: users evolving over ``rounds`` rounds, estimated per round."""
@@ -127,7 +122,7 @@ def build_rounds(p: beam.Pipeline, config: CollectionConfig, n: int, distributio
                                                  change_rate)
     per_round = (sim["reports"]
                  | "CountPerRound" >> beam.CombinePerKey(CountReports(config))
-                 | "DecodeRounds" >> beam.Map(_decode_round, config_json))
+                 | "DecodeRounds" >> beam.Map(decode_round, config_json))
     truth_info = {"n": n, "distribution": str(distribution), "seed": seed, "rounds": rounds,
                   "change_rate": change_rate}
     _ = (sim["keys"]

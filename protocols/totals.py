@@ -37,6 +37,7 @@ import numpy as np
 
 from privfreq.protocols.base import Counts
 from privfreq.protocols.config import CollectionConfig
+from privfreq.schemas.files import replaced_atomically
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "InputFile", "Totals", "dumps", "load", "loads", "merge",
            "save", "select_inputs"]
@@ -157,10 +158,8 @@ def save(path: str | os.PathLike | BinaryIO, totals: Totals) -> None:
     if hasattr(path, "write"):
         path.write(data)  # type: ignore[union-attr]
         return
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with replaced_atomically(os.fspath(path)) as tmp:
+        Path(tmp).write_bytes(data)
 
 
 def load(path: str | os.PathLike) -> Totals:

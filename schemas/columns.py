@@ -108,10 +108,6 @@ class ReportColumns:
     def payload_bytes(self, i: int) -> bytes:
         return self.payload_data[self.payload_offsets[i]:self.payload_offsets[i + 1]].tobytes()
 
-    @property
-    def payload(self) -> np.ndarray:
-        return object_array(self.payload_bytes(i) for i in range(len(self)))
-
     def record(self, i: int) -> dict[str, Any]:
         return {"config_fingerprint": self.fp_values[self.fp_codes[i]],
                 "protocol": self.proto_values[self.proto_codes[i]],

@@ -66,6 +66,12 @@ def decode_counts(counts: Counts, config_json: str) -> Estimate:
     return est
 
 
+def decode_round(kv: tuple[int, Counts], config_json: str) -> tuple[int, Estimate, int]:
+    """``(round, counts)`` -> ``(round, raw estimate, reports in the round)``."""
+    r, counts = kv
+    return r, decode_counts(counts, config_json), counts.n
+
+
 class EstimateFrequencies(beam.PTransform):
     """PCollection[ReportBatch] -> PCollection[Estimate] with exactly one element."""
 
