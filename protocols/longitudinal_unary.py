@@ -14,26 +14,11 @@ import numpy as np
 from privfreq.protocols.attacks import mask_attack
 from privfreq.protocols.base import ReportBatch, SupportCounting, register_protocol, set_fields
 from privfreq.protocols.longitudinal import Longitudinal, TwoRoundFields, pack_words, unpack_words
-from privfreq.protocols.unary_encoding import (CHUNK_ELEMENTS, ENUMERATION_LIMIT_BITS, count_bits,
+from privfreq.protocols.unary_encoding import (ENUMERATION_LIMIT_BITS, count_bits, flip_bits,
                                                randomize_bits)
 from privfreq.protocols.wire import PackedBitsPayload
 
-__all__ = ["LOSUE", "LSUE", "LongitudinalUnary", "flip_bits"]
-
-
-def flip_bits(packed: np.ndarray, k: int, p2: float, q2: float,
-              rng: np.random.Generator) -> np.ndarray:
-    """Instantaneous round on packed rows: a 1-bit stays 1 w.p. ``p2``, a 0-bit becomes 1 w.p.
-    ``q2``; chunks of ``CHUNK_ELEMENTS // k`` rows; padding bits stay zero."""
-    n = len(packed)
-    out = np.empty((n, (k + 7) // 8), dtype=np.uint8)
-    step = max(1, CHUNK_ELEMENTS // k)
-    for lo in range(0, n, step):
-        bits = np.unpackbits(packed[lo:lo + step], axis=1, count=k, bitorder="little").view(bool)
-        u = rng.random(bits.shape)
-        out[lo:lo + len(bits)] = np.packbits(np.where(bits, u < p2, u < q2), axis=1,
-                                             bitorder="little")
-    return out
+__all__ = ["LOSUE", "LSUE", "LongitudinalUnary"]
 
 
 @dataclass(frozen=True)

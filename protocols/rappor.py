@@ -17,6 +17,7 @@ from privfreq.protocols.base import (DENSE_LIMIT, Counts, Estimate, ReportBatch,
 from privfreq.protocols.least_squares import LeastSquaresDecoder, LSBlock
 from privfreq.protocols.postprocess import project_simplex
 from privfreq.protocols.hashing import hash_to_range, item_offsets, mix64, seed_state
+from privfreq.protocols.unary_encoding import flip_bits
 from privfreq.protocols.wire import PackedBitsPayload
 
 __all__ = ["RAPPOR", "RapporClient"]
@@ -179,13 +180,7 @@ class RAPPOR(PackedBitsPayload, LeastSquaresDecoder):
 
     def instantaneous_response(self, prr: np.ndarray, rng) -> np.ndarray:
         """IRR ``S`` of packed PRRs: bit 1 w.p. q where ``B'`` is 1, else p; packed."""
-        out = np.empty_like(prr)
-        step = max(1, CHUNK_ELEMENTS // self.bloom_bits)
-        for lo in range(0, len(prr), step):
-            b = np.unpackbits(prr[lo:lo + step], axis=1, count=self.bloom_bits, bitorder="little")
-            s = rng.random(b.shape) < np.where(b == 1, self.q, self.p)
-            out[lo:lo + len(b)] = np.packbits(s, axis=1, bitorder="little")
-        return out
+        return flip_bits(prr, self.bloom_bits, self.q, self.p, rng)
 
     def randomize(self, items, rng):
         """One report per user: a uniform cohort, a fresh PRR and one IRR per item."""

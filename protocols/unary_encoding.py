@@ -75,6 +75,22 @@ def randomize_bits(x: np.ndarray, k: int, p: float, q: float,
     return out
 
 
+def flip_bits(packed: np.ndarray, k: int, p2: float, q2: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """A second randomized response on packed rows (the instantaneous round of L-OSUE/L-SUE, RAPPOR's
+    IRR): a 1-bit stays 1 w.p. ``p2``, a 0-bit becomes 1 w.p. ``q2``; chunks of
+    ``CHUNK_ELEMENTS // k`` rows; padding bits stay zero."""
+    n = len(packed)
+    out = np.empty((n, (k + 7) // 8), dtype=np.uint8)
+    step = max(1, CHUNK_ELEMENTS // k)
+    for lo in range(0, n, step):
+        bits = np.unpackbits(packed[lo:lo + step], axis=1, count=k, bitorder="little").view(bool)
+        u = rng.random(bits.shape)
+        out[lo:lo + len(bits)] = np.packbits(np.where(bits, u < p2, u < q2), axis=1,
+                                             bitorder="little")
+    return out
+
+
 def count_bits(packed: np.ndarray, k: int) -> np.ndarray:
     """Column sums (int64[k]) of packed bit rows: a carry-save adder tree over 64-bit words
     (``ue_sampler.count_words``), in chunks; no per-report loop."""
