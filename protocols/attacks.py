@@ -84,6 +84,14 @@ def mask_attack(protocol, batch, rng, mask_fn) -> np.ndarray:
     return fill_uniform(out, k, rng)
 
 
+def mask_attack_asr(k: int, p, q):
+    """ASR of ``mask_attack`` when the user's own item is in the candidate set w.p. ``p`` and each
+    of the other ``k − 1`` independently w.p. ``q`` (uniform guess if the set is empty):
+    ``p·(1 − (1−q)^k)/(k·q) + (1 − p)(1 − q)^{k−1}/k`` (numpy: arrays of p, q broadcast)."""
+    return (p * -np.expm1(k * np.log1p(-q)) / (k * q)
+            + (1 - p) * np.exp((k - 1) * np.log1p(-q)) / k)
+
+
 def f_or_uniform(protocol, f) -> np.ndarray:
     if f is None:
         return np.full(protocol.k, 1.0 / protocol.k)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privfreq.protocols.attacks import mask_attack
+from privfreq.protocols.attacks import mask_attack, mask_attack_asr
 from privfreq.protocols.base import ReportBatch, SupportCounting, register_protocol, set_fields
 from privfreq.protocols.longitudinal import Longitudinal, TwoRoundFields, pack_words, unpack_words
 from privfreq.protocols.unary_encoding import (ENUMERATION_LIMIT_BITS, count_bits, flip_bits,
@@ -86,9 +86,7 @@ class LongitudinalUnary(PackedBitsPayload, TwoRoundFields, Longitudinal, Support
             batch.values[sl], axis=1, count=self.k, bitorder="little").astype(bool))
 
     def closed_form_asr(self, f=None):
-        k, p, q = self.k, self.p, self.q
-        return float(p * -math.expm1(k * math.log1p(-q)) / (k * q)
-                     + (1 - p) * math.exp((k - 1) * math.log1p(-q)) / k)
+        return float(mask_attack_asr(self.k, self.p, self.q))
 
     def _bits_distribution(self, item, p, q):
         if self.k > ENUMERATION_LIMIT_BITS:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.attacks import mask_attack
+from privfreq.protocols.attacks import mask_attack, mask_attack_asr
 from privfreq.protocols.base import Counts, PureSupport, ReportBatch, register_protocol, set_fields
 from privfreq.protocols.wire import decode_indices, encode_indices, index_width
 
@@ -124,9 +124,7 @@ class PIRappor(PureSupport):
         return mask_attack(self, batch, rng, lambda sl: self._support(batch.values[sl], items))
 
     def closed_form_asr(self, f=None):
-        k, q = self.k, self.q
-        return float(0.5 * -math.expm1(k * math.log1p(-q)) / (k * q)
-                     + 0.5 * math.exp((k - 1) * math.log1p(-q)) / k)
+        return float(mask_attack_asr(self.k, 0.5, self.q))
 
     def diagnostics(self):
         return {"real_epsilon": self.real_epsilon, "prime": self.prime, "t": self.t}

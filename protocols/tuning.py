@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
+from privfreq.protocols.attacks import mask_attack_asr
 from privfreq.protocols.base import check_epsilon, check_int
 
 __all__ = ["FAMILIES", "Tuned", "best_mse_knob", "curve", "knob_range", "tune"]
@@ -54,11 +55,6 @@ def knob_range(family: str, k: int, epsilon: float) -> tuple[float, float]:
     raise ValueError(f"tuning: family must be one of {list(FAMILIES)}, got {family!r}")
 
 
-def _ue_asr(k, p, q):
-    return (p * -np.expm1(k * np.log1p(-q)) / (k * q)
-            + (1 - p) * np.exp((k - 1) * np.log1p(-q)) / k)
-
-
 def curve(family: str, k: int, epsilon: float, knob) -> tuple[np.ndarray, np.ndarray]:
     """``(n·MSE at f = 0, ASR)`` of ``family`` at each knob value (arrays)."""
     e = math.exp(epsilon)
@@ -73,11 +69,11 @@ def curve(family: str, k: int, epsilon: float, knob) -> tuple[np.ndarray, np.nda
     elif family == "aue":
         p = x
         q = x / (e * (1 - x) + x)
-        asr = _ue_asr(k, p, q)
+        asr = mask_attack_asr(k, p, q)
     elif family == "athe":
         p = 1 - 0.5 * np.exp(epsilon * (x - 1) / 2)
         q = 0.5 * np.exp(-epsilon * x / 2)
-        asr = _ue_asr(k, p, q)
+        asr = mask_attack_asr(k, p, q)
     else:
         raise ValueError(f"tuning: family must be one of {list(FAMILIES)}, got {family!r}")
     return q * (1 - q) / (p - q) ** 2, asr

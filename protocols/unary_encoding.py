@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from privfreq.protocols.attacks import mask_attack
+from privfreq.protocols.attacks import mask_attack, mask_attack_asr
 from privfreq.protocols.base import (Counts, Reason, ReportBatch, SupportCounting,
                                      register_protocol, set_fields)
 from privfreq.protocols import ue_sampler
@@ -280,9 +280,7 @@ class UnaryEncoding(PackedBitsPayload, SupportCounting):
         return mask_attack(self, batch, rng, lambda sl: self._bits(batch.values[sl]))
 
     def closed_form_asr(self, f=None):
-        k, p, q = self.k, self.p, self.q
-        return float(p * -math.expm1(k * math.log1p(-q)) / (k * q)
-                     + (1 - p) * math.exp((k - 1) * math.log1p(-q)) / k)
+        return float(mask_attack_asr(self.k, self.p, self.q))
 
     def output_distribution(self, item):
         """Exact ``P(bits | item)`` over all ``2^k`` bit vectors (keys: tuples of 0/1)."""
