@@ -103,9 +103,15 @@ def parse_columns(cols: ReportColumns, config: CollectionConfig,
 
     batches = []
     batch_rows = []
-    ok = reason == Reason.OK
-    for j in (range(nb) if nb > 1 else (0,)):
-        rows = np.flatnonzero(ok & (block == j)) if nb > 1 else np.flatnonzero(ok)
+    ok_rows = np.flatnonzero(reason == Reason.OK)
+    if nb > 1:  # accepted rows grouped by block in one stable sort (row order kept per block)
+        ok_block = block[ok_rows]
+        ok_rows = ok_rows[np.argsort(ok_block, kind="stable")]
+        ends = np.cumsum(np.bincount(ok_block, minlength=nb))
+        groups = np.split(ok_rows, ends[:-1])
+    else:
+        groups = [ok_rows]
+    for j, rows in enumerate(groups):
         if not len(rows):
             continue
         raw = _payload_matrix(cols.payload_data, offsets, rows, int(widths[j]))
