@@ -4,7 +4,7 @@ Importing this package registers every protocol in the registry of ``protocols.b
 """
 from privfreq.protocols import (  # noqa: F401  (registration side effects)
     alh, ass, athe, aue, cms, compressed_mss, compressed_ss, dbitflip, grr, hadamard, lgrr, loloha, longitudinal_unary,
-    mss, olh, pem, pgr, pi_rappor, rappor, subset_selection, unary_encoding)
+    mss, multidim, olh, pem, pgr, pi_rappor, rappor, subset_selection, unary_encoding)
 from privfreq.protocols.base import (Counts, Estimate, FrequencyProtocol, Reason, ReportBatch,
                             get_protocol_class, protocol_ids)
 from privfreq.protocols.config import CollectionConfig

@@ -13,6 +13,9 @@ MSS_MODULI = {7: (4, 5), 40: (23, 29)}   # pairwise coprime, Σm − ℓ + 1 >= 
 
 def make(pid, k, eps):
     cls = get_protocol_class(pid)
+    if getattr(cls, "multi_attribute", False):  # two attributes of k/2 values
+        extra = {"epsilon_perm": 2 * eps} if getattr(cls, "longitudinal", False) else {}
+        return cls(("a", "b"), (k // 2, k - k // 2), eps, **extra)
     if pid == "dbitflip":  # no instantaneous round: one report is ε∞
         return cls(k, epsilon_perm=eps)
     if getattr(cls, "longitudinal", False):  # ε is one report's ε1; the permanent round 2ε
@@ -24,7 +27,10 @@ def test_every_registered_protocol_has_an_attack():
     rng = np.random.default_rng(0)
     for pid in protocol_ids():
         protocol = make(pid, 40, 2.0)
-        guess = attacks.attack(protocol, protocol.randomize(np.arange(5), rng), rng)
+        items = np.arange(5)
+        if getattr(protocol, "multi_attribute", False):  # two attributes of 20 values: k = 40
+            items = np.stack([items, items[::-1]], 1)
+        guess = attacks.attack(protocol, protocol.randomize(items, rng), rng)
         assert guess.shape == (5,) and ((0 <= guess) & (guess < 40)).all()
         assert protocol.asr_kind in ("exact", "approx", "none")
 

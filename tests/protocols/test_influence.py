@@ -41,6 +41,11 @@ CONFIGS = {
     "pi_rappor": {"k": 4, "epsilon": 1.5},
     "css": {"k": 8, "epsilon": 1.0},
     "cmss": {"k": 14, "epsilon": 1.0, "moduli": [7, 8]},
+    "smp": {"attributes": ["a", "b"], "domains": [3, 4], "epsilon": 1.0, "inner": "grr"},
+    "spl": {"attributes": ["a", "b"], "domains": [3, 4], "epsilon": 1.0, "inner": "grr"},
+    "rsfd": {"attributes": ["a", "b"], "domains": [3, 4], "epsilon": 1.0},
+    "allomfree": {"attributes": ["a", "b"], "domains": [3, 4], "epsilon": 1.0,
+                  "epsilon_perm": 2.0, "inner": "lgrr"},
 }
 # Payloads too wide to enumerate (a 63-bit PRG seed): 256 random accepted payloads instead.
 SAMPLED_PAYLOADS = {"css", "cmss"}
@@ -99,7 +104,10 @@ def _measured(protocol, acc, hostile: ReportBatch) -> np.ndarray:
 
 def _datasets(protocol, hostile, rng):
     """Honest Zipf-like reports, and N copies of one accepted report (extreme support counts)."""
-    items = np.minimum(rng.zipf(1.5, N) - 1, protocol.k - 1)
+    if getattr(protocol, "multi_attribute", False):  # one Zipf-like column per attribute
+        items = np.stack([np.minimum(rng.zipf(1.5, N) - 1, k - 1) for k in protocol.domains], 1)
+    else:
+        items = np.minimum(rng.zipf(1.5, N) - 1, protocol.k - 1)
     honest = protocol.add_reports(protocol.create_accumulator(), protocol.randomize(items, rng))
     same = hostile.take(np.zeros(N, dtype=np.int64))
     if protocol.n_blocks > 1:  # keep every block non-empty (the LS bounds need the weights)
