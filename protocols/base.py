@@ -85,6 +85,8 @@ class Reason(enum.IntEnum):
     TRUNCATED_RECORDS = 11     # records a block / row group declares past the end of a cut file
     CORRUPT_RECORDS = 12       # records a block / row group declares that cannot be decoded
     ROUND_OUT_OF_RANGE = 13    # a report's round is negative or outside the run's --rounds
+    ATTRIBUTE_OUT_OF_RANGE = 14  # attribute missing (a sampled multi-attribute protocol), outside
+                                 # [0, d), or present for a protocol without attributes
 
 
 @dataclass
@@ -264,6 +266,13 @@ class FrequencyProtocol(ABC):
     def uses_seed(self) -> bool:
         """Whether reports carry per-report public randomness in ``seed``."""
         return False
+
+    @property
+    def wire_attributes(self) -> int:
+        """Attributes a report's ``attribute`` field may name (0: the field must be null). The
+        sampled multi-attribute protocols (``protocols.multidim``) send ``(attribute, inner
+        block)`` and map them to their flat ``block`` with ``flat_block`` / ``wire_block``."""
+        return 0
 
     def seed_bound(self) -> int:
         """Valid seeds are ``0 <= seed < seed_bound()`` (1 when unused)."""
