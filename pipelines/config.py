@@ -7,6 +7,19 @@
 A protocol with a ``moduli`` parameter (MSS) given no ``--moduli`` takes the planner's best
 candidate (``protocols.planner.plan``). The file is written whole or not at all.
 
+Several attributes per user (SPEC §8; docs/multidimensional.md)::
+
+    privfreq config --protocol smp --attributes age:8,country:200,app:22000 --epsilon 2 \
+        [--inner auto|grr|oue|olh|ss|mss|...] --output c.json
+    privfreq config --protocol rsfd --attributes age:8,country:200 --epsilon 2 --fake oue-z ...
+    privfreq config --protocol allomfree --attributes age:8,app:300 --epsilon 1 \
+        --epsilon-perm 3 --output c.json
+
+``--attributes`` is ``name:k,...`` (or ``k,...``: names ``a1, a2, ...``) and replaces ``--k``;
+``--inner`` is one id for every attribute or one per attribute, comma-separated (``auto``: the
+least-variance one-shot protocol at (ε, k_j), MSS with the planner's moduli; ALLOMFREE: L-GRR or
+L-OSUE). The config line printed names the tuple-level ε (RS+FD: ε′ = ln(d(e^ε−1)+1) beside ε).
+
 Reports larger than ``--max-report-bytes`` (default 16 KiB) are refused before anything is planned
 or allocated, with the report size (values per report and payload bytes); ``--allow-large-reports``
 overrides. ``privfreq config --protocol mss --k 1048576 --epsilon 1`` asks for 282 005 values
@@ -29,8 +42,20 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", required=True,
                         help="protocol id (mss, ss, grr, ...), or 'auto': the first pick of "
                              "`privfreq plan` (objective mse, reports within --max-report-bytes)")
-    parser.add_argument("--k", type=int, required=True, help="universe size")
+    parser.add_argument("--k", type=int, default=None,
+                        help="universe size (or --attributes for several attributes)")
     parser.add_argument("--epsilon", type=float, required=True, help="privacy budget (> 0)")
+    parser.add_argument("--attributes", default=None, metavar="NAME:K,...",
+                        help="multi-attribute protocols (spl, smp, rsfd, allomfree): the "
+                             "attributes and their domain sizes, e.g. age:8,country:200 (or "
+                             "8,200: names a1, a2)")
+    parser.add_argument("--inner", default=None,
+                        help="multi-attribute: inner protocol id for every attribute, or one "
+                             "per attribute comma-separated (default auto)")
+    parser.add_argument("--fake", default=None, help="rsfd: fake data grr | oue-z | oue-r")
+    parser.add_argument("--epsilon-perm", type=float, default=None,
+                        help="longitudinal protocols (incl. allomfree): ε∞ of the permanent "
+                             "round (--epsilon is ε1, one report)")
     parser.add_argument("--moduli", default=None, help="MSS moduli, comma-separated: a,b,c")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="extra protocol parameter (value parsed as JSON, else a string); "
@@ -94,11 +119,79 @@ def _size_limit(args, what: str, nbytes: float, detail: str) -> None:
     raise ValueError(msg)
 
 
+def parse_attributes(text: str) -> tuple[list[str], list[int]]:
+    """``name:k,...`` or ``k,...`` → (names, domain sizes); names default to a1, a2, ..."""
+    names, domains = [], []
+    for i, part in enumerate(p.strip() for p in str(text).split(",")):
+        name, sep, size = part.rpartition(":")
+        if not sep:
+            name = f"a{i + 1}"
+        try:
+            k = int(size)
+        except ValueError:
+            raise ValueError(f"attributes: expected name:k or k, got {part!r} in {text!r}") \
+                from None
+        names.append(name.strip())
+        domains.append(k)
+    return names, domains
+
+
+def _multi_attribute_params(args) -> dict:
+    """The params of a multi-attribute protocol from --attributes/--inner/--fake/--epsilon-perm."""
+    if args.k is not None:
+        raise ValueError("config: give either --k or --attributes, not both")
+    if args.protocol == "auto":
+        raise ValueError("config: --protocol auto ranks one-attribute protocols; with "
+                         "--attributes use --protocol smp|spl|rsfd|allomfree and --inner auto")
+    cls = get_protocol_class(args.protocol)
+    if not getattr(cls, "multi_attribute", False):
+        raise ValueError(f"config: --attributes needs a multi-attribute protocol (spl, smp, "
+                         f"rsfd, allomfree), got {args.protocol!r}")
+    names, domains = parse_attributes(args.attributes)
+    params: dict = {"attributes": names, "domains": domains, "epsilon": args.epsilon}
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    for flag, name, value in (("--inner", "inner", args.inner), ("--fake", "fake", args.fake)):
+        if value is None:
+            continue
+        if name not in fields:
+            raise ValueError(f"config: {flag} does not apply to {args.protocol!r}")
+        params[name] = value.split(",") if name == "inner" and "," in value else value
+    return params
+
+
+def _single_attribute_flags(args) -> None:
+    if args.k is None:
+        raise ValueError("config: --k is required (or --attributes for a multi-attribute "
+                         "protocol)")
+    for flag, value in (("--inner", args.inner), ("--fake", args.fake)):
+        if value is not None:
+            raise ValueError(f"config: {flag} needs --attributes (multi-attribute protocols)")
+
+
 def build_config(args) -> CollectionConfig:
-    """CollectionConfig from parsed --protocol/--k/--epsilon/--moduli/--param flags.
+    """CollectionConfig from parsed --protocol/--k/--epsilon/--moduli/--param flags (or
+    --attributes/--inner/--fake for multi-attribute protocols).
 
     Refuses (``ValueError``) reports above ``--max-report-bytes`` before planning or allocating:
     for MSS without moduli, first against ``planner.min_payload_bytes`` (O(1)), then exactly."""
+    for name in ("attributes", "inner", "fake", "epsilon_perm"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    if args.epsilon_perm is not None:
+        args.param = [*args.param, f"epsilon_perm={args.epsilon_perm}"]
+        args.epsilon_perm = None
+    if args.attributes is not None:
+        params = _multi_attribute_params(args)
+        for text in args.param:
+            name, value = _parse_param(text)
+            params[name] = value
+        config = CollectionConfig(args.protocol, params)
+        values, mean_bytes, max_bytes = report_size(config.protocol)
+        args.k = config.protocol.k
+        _size_limit(args, args.protocol, mean_bytes,
+                    f"{values:,} values (largest block {max_bytes:,} bytes)")
+        return config
+    _single_attribute_flags(args)
     params: dict = {"k": args.k, "epsilon": args.epsilon}
     if args.protocol == "auto":
         from privfreq.protocols.advisor import advise
@@ -154,9 +247,16 @@ def run(argv=None, save_main_session=True):
     args = parser.parse_args(argv)
     config = build_config(args)
     save_atomic(config, args.output)
-    privacy = getattr(config.protocol, "privacy_kind", "pure")
+    proto = config.protocol
+    privacy = getattr(proto, "privacy_kind", "pure")
+    tuple_eps = (f" epsilon={proto.epsilon:g} tuple_epsilon={proto.tuple_epsilon:.4g}"
+                 if getattr(proto, "multi_attribute", False) else "")
     print(f"{args.output}: protocol={config.protocol_id} fingerprint={config.fingerprint} "
-          f"params={json.dumps(config.to_dict()['params'])} privacy={privacy}")
+          f"params={json.dumps(config.to_dict()['params'])} privacy={privacy}{tuple_eps}")
+    if getattr(proto, "multi_attribute", False) and proto.tuple_epsilon > proto.epsilon:
+        logging.warning("config: %s's ε = %g holds only between tuples that differ in one "
+                        "attribute of equal domain size; between arbitrary tuples it is "
+                        "ε′ = %.4g", config.protocol_id, proto.epsilon, proto.tuple_epsilon)
     if privacy == "computational":
         logging.warning("config: %s reports are PRG seeds: privacy is computational (ε-LDP only "
                         "against an adversary who cannot break the PRG)", config.protocol_id)

@@ -5,7 +5,10 @@
     privfreq encode --config loloha.json --input day.parquet --round R --state users.sqlite \
         --output day-R.avro
 
-``--input`` is CSV or Parquet; the items are the column named ``item``, or the only column. A CSV
+``--input`` is CSV or Parquet; the items are the column named ``item``, or the only column; for
+a multi-attribute protocol (``spl``, ``smp``, ``rsfd``, ``allomfree``) one integer column per
+attribute, named as in the config (CSV with a header), a missing or out-of-domain value being an
+error naming the column and the row. A CSV
 whose first line is a single integer has no header (one column, every line an item); any other
 first line is the header naming the columns. Every item must be an integer in ``[0, k)``, and
 the file must hold at least one. Without ``--seed`` the randomness comes from OS entropy
@@ -50,7 +53,7 @@ from privfreq.schemas.files import replaced_atomically
 from privfreq.schemas.parquet import write_parquet_reports
 
 __all__ = ["FORMATS", "STATE_BATCH_ROWS", "encode_items", "encode_with_state", "output_format",
-           "read_items", "read_user_items", "report_pieces", "run"]
+           "read_columns", "read_items", "read_tuples", "read_user_items", "report_pieces", "run"]
 
 FORMATS = ("avro", "parquet")
 # Rows per SQLite transaction of ``encode --state``: a commit with synchronous=FULL costs ~1-10 ms
@@ -128,35 +131,36 @@ def read_items(path: str) -> np.ndarray:
     return items.astype(np.int64)
 
 
-def read_user_items(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(user_id int64[n], item int64[n])`` from a CSV (with a header) or Parquet file with the
-    columns ``user_id`` and ``item``; errors name the file and the first bad row."""
+def read_columns(path: str, columns: list[str], purpose: str) -> list[np.ndarray]:
+    """Integer columns by name (int64 each) from a CSV (with a header) or Parquet file; errors
+    name the file, the column and the first bad row (rows count from 1, the header not counted).
+    ``purpose`` says in the error why the columns are needed."""
     if path.endswith(".parquet"):
         names = pq.read_schema(path).names
-        _need_user_columns(path, names)
-        table = pq.read_table(path, columns=["user_id", "item"])
+        _need_columns(path, names, columns, purpose)
+        table = pq.read_table(path, columns=columns)
     elif path.endswith(".csv"):
         names = _csv_header(path) or []
-        _need_user_columns(path, names)
+        _need_columns(path, names, columns, purpose)
         read_options = pacsv.ReadOptions()
-        convert = pacsv.ConvertOptions(include_columns=["user_id", "item"],
-                                       column_types={"user_id": pa.int64(), "item": pa.int64()},
+        convert = pacsv.ConvertOptions(include_columns=columns,
+                                       column_types={c: pa.int64() for c in columns},
                                        null_values=[""])
         try:
             table = pacsv.read_csv(path, read_options=read_options, convert_options=convert)
         except pa.ArrowInvalid:
-            for column in ("user_id", "item"):
+            for column in columns:
                 why = _bad_csv_row(path, read_options, column)
                 if why.startswith("row"):
                     raise ValueError(f"input: {path!r} column {column!r} {why}") from None
-            raise ValueError(f"input: {path!r}: user ids and items must be 64-bit integers") \
+            raise ValueError(f"input: {path!r}: columns {columns} must hold 64-bit integers") \
                 from None
     else:
         raise ValueError(f"input: must end in .csv or .parquet, got {path!r}")
     if table.num_rows == 0:
         raise ValueError(f"input: {path!r} has no rows")
     out = []
-    for name in ("user_id", "item"):
+    for name in columns:
         col = table.column(name)
         if col.null_count:
             row = col.to_pylist().index(None) + 1
@@ -164,14 +168,37 @@ def read_user_items(path: str) -> tuple[np.ndarray, np.ndarray]:
         if not pa.types.is_integer(col.type):
             raise ValueError(f"input: {path!r} column {name!r} must hold integers, got {col.type}")
         out.append(col.to_numpy().astype(np.int64))
-    return out[0], out[1]
+    return out
 
 
-def _need_user_columns(path: str, names: list[str]) -> None:
-    missing = [c for c in ("user_id", "item") if c not in names]
+def read_user_items(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(user_id int64[n], item int64[n])`` from a CSV (with a header) or Parquet file with the
+    columns ``user_id`` and ``item``; errors name the file and the first bad row."""
+    users, items = read_columns(path, ["user_id", "item"], "--state")
+    return users, items
+
+
+def read_tuples(path: str, protocol, users: bool = False):
+    """A multi-attribute protocol's items, int64[n, d], from one column per attribute (named as
+    the config's attributes; with ``users`` also ``user_id`` first, returned separately). A value
+    outside its attribute's domain is an error naming the column and the row."""
+    names = list(protocol.attributes)
+    cols = read_columns(path, (["user_id"] if users else []) + names,
+                        f"the {protocol.protocol_id} config's attributes")
+    x = np.stack(cols[1:] if users else cols, axis=1)
+    for j, (name, k) in enumerate(zip(names, protocol.domains)):
+        bad = np.flatnonzero((x[:, j] < 0) | (x[:, j] >= k))
+        if len(bad):
+            raise ValueError(f"input: {path!r} row {int(bad[0]) + 1}: column {name!r} holds "
+                             f"{int(x[bad[0], j])}, outside its domain [0, {k})")
+    return (cols[0], x) if users else x
+
+
+def _need_columns(path: str, names: list[str], columns: list[str], purpose: str) -> None:
+    missing = [c for c in columns if c not in names]
     if missing:
-        raise ValueError(f"input: --state needs the columns 'user_id' and 'item' (with a header "
-                         f"for CSV); {path!r} lacks {missing} (columns: {names})")
+        raise ValueError(f"input: {purpose} needs the columns {columns} (with a header for CSV); "
+                         f"{path!r} lacks {missing} (columns: {names})")
 
 
 def _item_column(path: str, names: list[str]) -> str:
@@ -320,14 +347,18 @@ def run(argv=None, save_main_session=True):
     if args.state is not None:
         if args.batch_rows < 1:
             raise ValueError(f"--batch-rows: must be >= 1, got {args.batch_rows}")
-        users, items = read_user_items(args.input)
+        if getattr(config.protocol, "multi_attribute", False):
+            users, items = read_tuples(args.input, config.protocol, users=True)
+        else:
+            users, items = read_user_items(args.input)
         n = encode_with_state(config, users, items, args.state, args.output, args.round_,
                               args.seed, args.codec, args.format, args.batch_rows)
     else:
         if getattr(config.protocol, "longitudinal", False):
             logging.warning("encode: %s without --state: every row is a fresh user (no memo "
                             "kept across rounds)", config.protocol_id)
-        items = read_items(args.input)
+        items = (read_tuples(args.input, config.protocol)
+                 if getattr(config.protocol, "multi_attribute", False) else read_items(args.input))
         n = encode_items(config, items, args.output, args.seed, args.codec, args.format,
                          args.round_)
     logging.info("encode: wrote %d reports to %s", n, args.output)

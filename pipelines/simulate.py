@@ -10,6 +10,16 @@ Writes ``DIR/estimates.parquet`` (item, estimate, stderr, true_frequency), ``DIR
 against the simulated truth, ``predicted_mse``, ...) and ``DIR/estimates.png`` (the top items with
 95 % intervals and their true frequencies), published as ``aggregate`` publishes its outputs.
 
+Several attributes per user (SPEC §8; the protocol flags of ``privfreq config``)::
+
+    privfreq simulate --protocol smp --attributes 8,200,22000 --epsilon 2 --distribution zipf:1.1 \
+        --n 100000 --seed 1 [--inner auto] [--correlation 0.5] --output out/multi
+
+draws each user's tuple (attribute j from the distribution over ``[k_j]``; ``--correlation``: a
+Gaussian copula tying the attributes) and writes ``estimates.parquet`` with an ``attribute``
+column, ``summary.json`` with per-attribute ``mse`` and ``predicted_mse`` (split term included)
+and one figure with a panel per attribute.
+
 Evolving data (longitudinal protocols, SPEC §7; docs/longitudinal.md)::
 
     privfreq simulate --protocol loloha --k 1024 --epsilon 0.8 --epsilon-perm 2 --n 100000 \
@@ -47,12 +57,15 @@ def _write_results(est, truth, stats: dict, truth_info: dict, config_json: str, 
 
 
 def build(p: beam.Pipeline, config: CollectionConfig, n: int, distribution: Distribution,
-          seed: int, out_dir: str) -> None:
-    sim = p | "Simulate" >> SimulateReports(config, n, distribution, seed)
+          seed: int, out_dir: str, correlation: float = 0.0) -> None:
+    sim = p | "Simulate" >> SimulateReports(config, n, distribution, seed,
+                                            correlation=correlation)
     # sim["reports"]: ReportBatch; sim["truth"]: one int64[k] of true item counts
     estimate = sim["reports"] | "Estimate" >> EstimateFrequencies(config)
     stats = {"read": n, "accepted": n, "rejected": {}}
     truth_info = {"n": n, "distribution": str(distribution), "seed": seed}
+    if correlation:
+        truth_info["correlation"] = correlation
     _ = estimate | "WriteResults" >> beam.Map(
         _write_results, beam.pvalue.AsSingleton(sim["truth"]), stats, truth_info,
         config.to_json(indent=None), out_dir)
@@ -86,12 +99,13 @@ def _write_rounds(_, per_round: list, truth: list, keys, truth_info: dict, confi
     proto = config.protocol
     k = proto.k
     per_round = sorted(per_round, key=lambda t: t[0])
-    true = {r: c / max(int(c.sum()), 1) for r, c in truth}
+    true = {r: outputs.truth_frequencies(proto, c)[0] for r, c in truth}
+    items = outputs.item_columns(proto)
     rows, entries = [], []
     for r, est, n in per_round:
         f = true[r]
         rows.append(pa.table({
-            "round": np.full(k, r, np.int64), "item": np.arange(k, dtype=np.int64),
+            "round": np.full(k, r, np.int64), **items,
             "estimate": est.frequencies.astype(np.float64),
             "stderr": est.stderr.astype(np.float64), "true_frequency": f}))
         entries.append({"round": r, "n": int(n),
@@ -115,11 +129,12 @@ def _write_rounds(_, per_round: list, truth: list, keys, truth_info: dict, confi
 
 
 def build_rounds(p: beam.Pipeline, config: CollectionConfig, n: int, distribution: Distribution,
-                 seed: int, rounds: int, change_rate: float, out_dir: str) -> None:
+                 seed: int, rounds: int, change_rate: float, out_dir: str,
+                 correlation: float = 0.0) -> None:
     """A longitudinal simulation: users evolving over ``rounds`` rounds, estimated per round."""
     config_json = config.to_json(indent=None)
     sim = p | "SimulateRounds" >> SimulateRounds(config, n, distribution, seed, rounds,
-                                                 change_rate)
+                                                 change_rate, correlation=correlation)
     per_round = (sim["reports"]
                  | "CountPerRound" >> beam.CombinePerKey(CountReports(config))
                  | "DecodeRounds" >> beam.Map(decode_round, config_json))
@@ -139,16 +154,14 @@ def run(argv=None, save_main_session=True):
     parser.add_argument("--distribution", default="zipf:1.1", help="zipf:S | spike | uniform")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (>= 0)")
     parser.add_argument("--output", required=True, help="output directory")
-    parser.add_argument("--epsilon-perm", type=float, default=None,
-                        help="longitudinal protocols: ε∞ of the permanent round (--epsilon is "
-                             "ε1, one report)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="longitudinal protocols: rounds of evolving data (default 1)")
     parser.add_argument("--change-rate", type=float, default=0.1,
                         help="with --rounds: probability a user draws a new item each round")
+    parser.add_argument("--correlation", type=float, default=0.0,
+                        help="multi-attribute protocols: Gaussian-copula correlation ρ in [0, 1] "
+                             "between the attributes (default 0: independent)")
     args, beam_args = parser.parse_known_args(argv)
-    if args.epsilon_perm is not None:
-        args.param = [*args.param, f"epsilon_perm={args.epsilon_perm}"]
     config = build_config(args)
     longitudinal = getattr(config.protocol, "longitudinal", False)
     if args.rounds is not None and not longitudinal:
@@ -164,9 +177,9 @@ def run(argv=None, save_main_session=True):
         with beam.Pipeline(options=options) as p:
             if longitudinal:
                 build_rounds(p, config, args.n, distribution, args.seed, args.rounds or 1,
-                             args.change_rate, tmp)
+                             args.change_rate, tmp, args.correlation)
             else:
-                build(p, config, args.n, distribution, args.seed, tmp)
+                build(p, config, args.n, distribution, args.seed, tmp, args.correlation)
     logging.info("simulate: wrote %s", args.output)
     return args.output
 

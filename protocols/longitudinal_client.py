@@ -178,7 +178,7 @@ class MemoStore:
         proto = self.protocol
         x = proto.check_items(items)
         users = np.asarray(users, dtype=np.int64)
-        if users.shape != x.shape:
+        if users.ndim != 1 or len(users) != len(x):  # items: one row per user (a tuple or not)
             raise ValueError(f"MemoStore: {len(users)} users for {len(x)} items")
         if len(users) and (users.min() < 0 or users.max() >= self.n_users):
             raise ValueError(f"MemoStore: user indices must be in [0, {self.n_users}) "
@@ -439,7 +439,7 @@ class SqliteStateStore:
         are all old costs a read and no write (most users of a steady round)."""
         user_ids = np.asarray(user_ids, dtype=np.int64)
         x = self.protocol.check_items(items)
-        if user_ids.shape != x.shape:
+        if user_ids.ndim != 1 or len(user_ids) != len(x):
             raise ValueError(f"SqliteStateStore: {len(user_ids)} user ids for {len(x)} items")
         uniq, local = np.unique(user_ids, return_inverse=True)
         self.conn.execute("BEGIN IMMEDIATE")

@@ -81,6 +81,13 @@ ROUND_KEYS = {
               "increasing order: round, n (reports counted), top_items; the top-level estimate "
               "pools every report of the run",
 }
+MULTI_ATTRIBUTE_KEYS = {
+    "tuple_epsilon": "multi-attribute protocols: the exact ε between arbitrary tuples (RS+FD: "
+                     "ε′ = ln(d(e^ε−1)+1), above its per-attribute ε)",
+    "attributes": "multi-attribute protocols: per attribute name, k, n (reports that carry it), "
+                  "inner protocol, top_items; simulate adds mse and predicted_mse (SMP/ALLOMFREE: "
+                  "with the split term)",
+}
 WINDOW_KEYS = {
     "window": "start, end (s since the epoch), start_utc, end_utc, pane_index, timing, run_id, "
               "n_reports_earlier_runs (carried over from the latest pane of earlier runs)",
@@ -198,40 +205,80 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def top_items(est: Estimate, truth_f: np.ndarray | None, top: int = TOP_ITEMS) -> list[dict]:
-    order = np.argsort(-est.frequencies, kind="stable")[:top]
+def top_items(est: Estimate, truth_f: np.ndarray | None, top: int = TOP_ITEMS,
+              part: slice = slice(None)) -> list[dict]:
+    """The ``top`` items of highest estimate (within ``part``: one attribute's items, numbered
+    from 0 within it)."""
+    f = est.frequencies[part]
+    order = np.argsort(-f, kind="stable")[:top]
     out = []
     for i in order.tolist():
-        row = {"item": i, "estimate": float(est.frequencies[i]),
-               "stderr": _finite(est.stderr[i])}
+        row = {"item": i, "estimate": float(f[i]), "stderr": _finite(est.stderr[part][i])}
         if truth_f is not None:
-            row["true_frequency"] = float(truth_f[i])
+            row["true_frequency"] = float(truth_f[part][i])
         out.append(row)
     return out
 
 
-def _plot(est: Estimate, truth_f: np.ndarray | None, title: str) -> bytes:
-    """PNG: the top items (by true frequency when known, else by estimate) with 95 % intervals."""
+def item_columns(protocol) -> dict[str, np.ndarray]:
+    """``item`` (int64[k]) of every estimated item, and for a multi-attribute protocol the
+    ``attribute`` name of each (items then numbered within their attribute)."""
+    if not getattr(protocol, "multi_attribute", False):
+        return {"item": np.arange(protocol.k, dtype=np.int64)}
+    names = np.array(protocol.attributes, dtype=object)
+    return {"attribute": names[protocol.attribute_of()],
+            "item": protocol.local_item().astype(np.int64)}
+
+
+def truth_frequencies(protocol, truth: np.ndarray) -> tuple[np.ndarray, int]:
+    """(true frequencies, users) from true item counts; a multi-attribute protocol's counts are
+    per attribute, each summing to the users."""
+    if not getattr(protocol, "multi_attribute", False):
+        return truth / max(int(truth.sum()), 1), int(truth.sum())
+    n = int(truth[protocol.attribute_slice(0)].sum())
+    return truth / max(n, 1), n
+
+
+def _panel(ax, est: Estimate, truth_f, part: slice, title: str) -> None:
+    f = est.frequencies[part]
+    se = est.stderr[part]
+    tf = None if truth_f is None else truth_f[part]
+    k = len(f)
+    rank_by = tf if tf is not None else f
+    shown = np.argsort(-rank_by, kind="stable")[:min(k, PLOT_ITEMS)]
+    x = np.arange(len(shown))
+    if tf is not None:
+        ax.plot(x, tf[shown], "k-", lw=1.5, label="true frequency")
+    err = np.where(np.isfinite(se[shown]), Z95 * se[shown], 0.0)
+    ax.errorbar(x, f[shown], yerr=err, fmt=".", ms=4, elinewidth=0.6,
+                color="tab:blue", label="estimate, 95 % interval")
+    ax.set_xticks(x, [str(i) for i in shown.tolist()], rotation=90, fontsize=6)
+    ranked = "true frequency" if tf is not None else "estimate"
+    ax.set_xlabel(f"item (top {len(shown)} of k = {k} by {ranked})")
+    ax.set_ylabel("frequency")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def _plot(est: Estimate, truth_f: np.ndarray | None, title: str, protocol=None) -> bytes:
+    """PNG: the top items (by true frequency when known, else by estimate) with 95 % intervals;
+    a multi-attribute protocol gets one panel per attribute."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = len(est.frequencies)
-    rank_by = truth_f if truth_f is not None else est.frequencies
-    shown = np.argsort(-rank_by, kind="stable")[:min(k, PLOT_ITEMS)]
-    x = np.arange(len(shown))
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
-    if truth_f is not None:
-        ax.plot(x, truth_f[shown], "k-", lw=1.5, label="true frequency")
-    err = np.where(np.isfinite(est.stderr[shown]), Z95 * est.stderr[shown], 0.0)
-    ax.errorbar(x, est.frequencies[shown], yerr=err, fmt=".", ms=4, elinewidth=0.6,
-                color="tab:blue", label="estimate, 95 % interval")
-    ax.set_xticks(x, [str(i) for i in shown.tolist()], rotation=90, fontsize=6)
-    ranked = "true frequency" if truth_f is not None else "estimate"
-    ax.set_xlabel(f"item (top {len(shown)} of k = {k} by {ranked})")
-    ax.set_ylabel("frequency")
-    ax.set_title(title)
-    ax.legend()
+    if getattr(protocol, "multi_attribute", False):
+        parts = [(protocol.attribute_slice(j),
+                  f"{protocol.attributes[j]} (k = {protocol.domains[j]})")
+                 for j in range(protocol.d)]
+    else:
+        parts = [(slice(None), title)]
+    fig, axes = plt.subplots(len(parts), 1, figsize=(9, 4.5 if len(parts) == 1 else 3.2 * len(parts)),
+                             dpi=100, squeeze=False)
+    for ax, (part, name) in zip(axes[:, 0], parts):
+        _panel(ax, est, truth_f, part, name)
+    if len(parts) > 1:
+        fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -282,6 +329,17 @@ def predicted(protocol, n: int, f: np.ndarray) -> dict[str, Any]:
     return {"predicted_mse": mse, "predicted_mse_kind": "exact at the true frequencies"}
 
 
+def _attribute_info(protocol, est: Estimate) -> list[dict]:
+    """Per attribute: name, k, n and inner id (from the estimate's diagnostics when present)."""
+    diag = est.diagnostics.get("attributes") or []
+    out = []
+    for j in range(protocol.d):
+        info = diag[j] if j < len(diag) else {}
+        out.append({"attribute": protocol.attributes[j], "k": protocol.domains[j],
+                    "n": info.get("n"), "inner": protocol.inner_protocols[j].protocol_id})
+    return out
+
+
 def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
                   truth: np.ndarray | None = None, truth_info: dict | None = None,
                   totals: dict | None = None, window: dict | None = None,
@@ -296,14 +354,16 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
     on any runner."""
     config = CollectionConfig.from_json(config_json)
     protocol = config.protocol
+    multi = getattr(protocol, "multi_attribute", False)
     k = protocol.k
-    columns = {"item": np.arange(k, dtype=np.int64),
+    items = item_columns(protocol)
+    columns = {"item": items["item"],
                "estimate": est.frequencies.astype(np.float64),
                "stderr": est.stderr.astype(np.float64)}
     fields = list(schemas.ESTIMATES_SCHEMA)
     truth_f = None
     if truth is not None:
-        truth_f = truth / max(int(truth.sum()), 1)
+        truth_f, n_users = truth_frequencies(protocol, truth)
         columns["true_frequency"] = truth_f
         fields.append(pa.field("true_frequency", pa.float64(), nullable=False))
     rounds = sorted(rounds or [], key=lambda t: t[0])
@@ -323,6 +383,10 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
     table_cols = dict(columns)
     if rounds:
         table_cols["round"] = pa.array(columns["round"], mask=columns["round"] < 0)
+    if multi:  # the attribute's name first; items numbered within their attribute
+        table_cols = {"attribute": np.resize(items["attribute"], len(columns["item"])),
+                      **table_cols}
+        fields.insert(0, pa.field("attribute", pa.string(), nullable=False))
     buf = pa.BufferOutputStream()
     pq.write_table(pa.table(table_cols, schema=pa.schema(fields)), buf)
     _write_bytes(f"{out_dir}/{ESTIMATES}", buf.getvalue().to_pybytes())
@@ -342,8 +406,16 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
         "totals": totals,
     }
     title = f"{protocol.protocol_id} k={k} ε={protocol.epsilon:g}: {stats['accepted']} reports"
+    if multi:
+        summary["tuple_epsilon"] = protocol.tuple_epsilon
+        summary["attributes"] = [
+            {**{key: info[key] for key in ("attribute", "k", "n", "inner")},
+             "top_items": top_items(est, truth_f, part=protocol.attribute_slice(j))}
+            for j, info in enumerate(_attribute_info(protocol, est))]
+        title = (f"{protocol.protocol_id} ε={protocol.epsilon:g} (tuple "
+                 f"{protocol.tuple_epsilon:.3g}): {stats['accepted']} reports")
     if truth is not None:
-        n = int(truth.sum())
+        n = n_users
         summary["truth"] = truth_info or {}
         summary["mse"] = float(np.mean((est.frequencies - truth_f) ** 2))
         summary.update(predicted(protocol, n, truth_f))
@@ -351,13 +423,19 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
                                        "estimate": float(est.frequencies[i])}
                                       for i in np.argsort(-truth_f, kind="stable")[:TOP_ITEMS]]
         title += f", MSE {summary['mse']:.3g}"
+        if multi:
+            pred = protocol.attribute_mse(n, truth_f) if n else [None] * protocol.d
+            for j, entry in enumerate(summary["attributes"]):
+                sl = protocol.attribute_slice(j)
+                entry["mse"] = float(np.mean((est.frequencies[sl] - truth_f[sl]) ** 2))
+                entry["predicted_mse"] = None if pred[j] is None else float(pred[j])
     if window is not None:
         summary.update(window)
     if rounds:
         summary["rounds"] = [{"round": r, "n": int(n), "top_items": top_items(e, None)}
                              for r, e, n in rounds]
     if plot:
-        _write_bytes(f"{out_dir}/{PLOT}", _plot(est, truth_f, title))
+        _write_bytes(f"{out_dir}/{PLOT}", _plot(est, truth_f, title, protocol))
         if rounds:
             _write_bytes(f"{out_dir}/{ROUNDS_PLOT}", plot_rounds(
                 [(r, e) for r, e, _ in rounds], est,

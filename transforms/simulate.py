@@ -12,8 +12,8 @@ from privfreq.protocols.base import ReportBatch
 from privfreq.protocols.config import CollectionConfig
 from privfreq.transforms.estimate import SumArrays
 
-__all__ = ["SHARD_SIZE", "Distribution", "EvolveShard", "SimulateReports", "SimulateRounds",
-           "batch_rows"]
+__all__ = ["SHARD_SIZE", "Distribution", "EvolveShard", "ItemSampler", "SimulateReports",
+           "SimulateRounds", "batch_rows"]
 
 # Reports per simulation shard (one Beam element each). 2^18 gives 4 shards per 10^6 reports, enough
 # to keep a few workers busy, while each shard is ~0.1-1 s of numpy work, so the ~5 µs per-element
@@ -65,6 +65,45 @@ class Distribution:
         return w / w.sum()
 
 
+class ItemSampler:
+    """Draws users' items: int64[m] over ``[k]`` from ``distribution``, or for a multi-attribute
+    protocol int64[m, d] tuples, attribute j from ``distribution`` over ``[k_j]``, the attributes
+    tied by a Gaussian copula of correlation ``correlation`` (0: independent; the latent normals
+    of any two attributes have correlation ρ, and each value is the inverse CDF of its normal's
+    quantile, so the largest values co-occur as ρ → 1). ``counts`` gives the true counts as the
+    protocol's estimate lists them (attributes concatenated)."""
+
+    def __init__(self, protocol, distribution: Distribution, correlation: float = 0.0):
+        self._multi = getattr(protocol, "multi_attribute", False)
+        domains = protocol.domains if self._multi else (protocol.k,)
+        self._domains = domains
+        self._cdfs = []
+        for k in domains:
+            cdf = np.cumsum(distribution.probabilities(k))
+            self._cdfs.append(cdf / cdf[-1])
+        self._rho = float(correlation)
+
+    def draw(self, m: int, rng: np.random.Generator) -> np.ndarray:
+        if not self._multi:
+            return self._inverse(0, rng.random(m))
+        from scipy.special import ndtr
+        z = rng.standard_normal((m, len(self._domains)))
+        if self._rho:
+            z = np.sqrt(self._rho) * rng.standard_normal((m, 1)) + np.sqrt(1 - self._rho) * z
+        u = ndtr(z)
+        return np.stack([self._inverse(j, u[:, j]) for j in range(len(self._domains))], 1)
+
+    def _inverse(self, j: int, u: np.ndarray) -> np.ndarray:
+        k = self._domains[j]
+        return np.minimum(np.searchsorted(self._cdfs[j], u, side="right"), k - 1)
+
+    def counts(self, items: np.ndarray) -> np.ndarray:
+        if not self._multi:
+            return np.bincount(items, minlength=self._domains[0])
+        return np.concatenate([np.bincount(items[:, j], minlength=k)
+                               for j, k in enumerate(self._domains)])
+
+
 def shard_sizes(n: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, int]]:
     """``[(shard index, reports in shard)]`` covering exactly ``n`` reports."""
     return [(i, min(shard_size, n - start)) for i, start in enumerate(range(0, n, shard_size))]
@@ -80,37 +119,39 @@ class RandomizeShard(beam.DoFn):
     """
 
     def __init__(self, config: CollectionConfig, distribution: Distribution, seed: int,
-                 rows: int):
+                 rows: int, correlation: float = 0.0):
         self._config_json = config.to_json(indent=None)
         self._distribution = distribution
         self._seed = seed
         self._rows = rows
+        self._correlation = correlation
 
     def setup(self):
         self._protocol = CollectionConfig.from_json(self._config_json).protocol
-        cdf = np.cumsum(self._distribution.probabilities(self._protocol.k))
-        cdf /= cdf[-1]
-        self._cdf = cdf
+        self._sampler = ItemSampler(self._protocol, self._distribution, self._correlation)
 
     def process(self, element: tuple[int, int]) -> Iterator:
         shard, n_shard = element
         rng = np.random.default_rng([self._seed, shard])
-        k = self._protocol.k
-        truth = np.zeros(k, dtype=np.int64)
+        truth = np.zeros(self._protocol.k, dtype=np.int64)
         for start in range(0, n_shard, self._rows):
-            m = min(self._rows, n_shard - start)
-            items = np.minimum(np.searchsorted(self._cdf, rng.random(m), side="right"), k - 1)
-            truth += np.bincount(items, minlength=k)
+            items = self._sampler.draw(min(self._rows, n_shard - start), rng)
+            truth += self._sampler.counts(items)
             yield self._protocol.randomize(items, rng)
         yield pvalue.TaggedOutput("truth", truth)
 
 
 class SimulateReports(beam.PTransform):
-    """PBegin -> {"reports": PCollection[ReportBatch], "truth": PCollection[int64[k]] (one)}."""
+    """PBegin -> {"reports": PCollection[ReportBatch], "truth": PCollection[int64[k]] (one)}.
+    ``correlation``: multi-attribute protocols' copula correlation (``ItemSampler``)."""
 
     def __init__(self, config: CollectionConfig, n: int, distribution: Distribution, seed: int,
-                 shard_size: int = SHARD_SIZE):
+                 shard_size: int = SHARD_SIZE, correlation: float = 0.0):
         super().__init__()
+        if not 0.0 <= correlation <= 1.0:
+            raise ValueError(f"simulate: correlation must be in [0, 1], got {correlation}")
+        if correlation and not getattr(config.protocol, "multi_attribute", False):
+            raise ValueError("simulate: --correlation needs a multi-attribute protocol")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"simulate: n must be an integer >= 1, got {n!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -120,6 +161,7 @@ class SimulateReports(beam.PTransform):
         self._distribution = distribution
         self._seed = seed
         self._shard_size = shard_size
+        self._correlation = correlation
 
     def expand(self, pbegin):
         k = self._config.protocol.k
@@ -128,7 +170,8 @@ class SimulateReports(beam.PTransform):
                   | "SpreadShards" >> beam.Reshuffle())
         # pcoll: (shard index, reports in shard)
         out = shards | "Randomize" >> beam.ParDo(RandomizeShard(
-            self._config, self._distribution, self._seed, batch_rows(self._config))
+            self._config, self._distribution, self._seed, batch_rows(self._config),
+            self._correlation)
         ).with_outputs("truth", main="reports")
         # out.reports: ReportBatch(block[int64, b], seed[int64, b], values[b, w]); out.truth: int64[k]
         truth = out.truth | "SumTruth" >> beam.CombineGlobally(SumArrays((k,)))
@@ -148,36 +191,31 @@ class EvolveShard(beam.DoFn):
     """
 
     def __init__(self, config: CollectionConfig, distribution: Distribution, seed: int,
-                 rounds: int, change_rate: float, rows: int):
+                 rounds: int, change_rate: float, rows: int, correlation: float = 0.0):
         self._config_json = config.to_json(indent=None)
         self._distribution = distribution
         self._seed, self._rounds, self._change = seed, rounds, change_rate
         self._rows = rows
+        self._correlation = correlation
 
     def setup(self):
         self._protocol = CollectionConfig.from_json(self._config_json).protocol
-        cdf = np.cumsum(self._distribution.probabilities(self._protocol.k))
-        self._cdf = cdf / cdf[-1]
+        self._sampler = ItemSampler(self._protocol, self._distribution, self._correlation)
 
     def process(self, element: tuple[int, int]) -> Iterator:
         from privfreq.protocols.longitudinal_client import MemoStore
 
         shard, m = element
         proto = self._protocol
-        k = proto.k
         rng = np.random.default_rng([self._seed, shard])
-
-        def draw(size):
-            return np.minimum(np.searchsorted(self._cdf, rng.random(size), side="right"), k - 1)
-
         store = MemoStore(proto)
         users = store.add_users(m, rng)
-        items = draw(m)
+        items = self._sampler.draw(m, rng)
         for r in range(self._rounds):
-            if r:
+            if r:  # a moving user draws a whole new item (tuple)
                 move = np.flatnonzero(rng.random(m) < self._change)
-                items[move] = draw(len(move))
-            yield pvalue.TaggedOutput("truth", (r, np.bincount(items, minlength=k)))
+                items[move] = self._sampler.draw(len(move), rng)
+            yield pvalue.TaggedOutput("truth", (r, self._sampler.counts(items)))
             for start in range(0, m, self._rows):
                 sl = slice(start, start + self._rows)
                 yield r, store.report(users[sl], items[sl], rng)
@@ -191,8 +229,11 @@ class SimulateRounds(beam.PTransform):
     (``SHARD_SIZE``), each shard evolving its users through all rounds (:class:`EvolveShard`)."""
 
     def __init__(self, config: CollectionConfig, n: int, distribution: Distribution, seed: int,
-                 rounds: int, change_rate: float, shard_size: int = SHARD_SIZE):
+                 rounds: int, change_rate: float, shard_size: int = SHARD_SIZE,
+                 correlation: float = 0.0):
         super().__init__()
+        if not 0.0 <= correlation <= 1.0:
+            raise ValueError(f"simulate: correlation must be in [0, 1], got {correlation}")
         if not getattr(config.protocol, "longitudinal", False):
             raise ValueError(f"simulate --rounds: protocol {config.protocol_id!r} is not "
                              f"longitudinal (lgrr, losue, lsue, loloha, biloloha, dbitflip)")
@@ -202,16 +243,16 @@ class SimulateRounds(beam.PTransform):
             raise ValueError(f"simulate: change rate must be in [0, 1], got {change_rate}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"simulate: n must be an integer >= 1, got {n!r}")
-        self._args = (config, n, distribution, seed, rounds, change_rate, shard_size)
+        self._args = (config, n, distribution, seed, rounds, change_rate, shard_size, correlation)
 
     def expand(self, pbegin):
-        config, n, distribution, seed, rounds, change_rate, shard_size = self._args
+        config, n, distribution, seed, rounds, change_rate, shard_size, rho = self._args
         proto = config.protocol
         out = (pbegin
                | "Shards" >> beam.Create(shard_sizes(n, shard_size))
                | "SpreadShards" >> beam.Reshuffle()
                | "Evolve" >> beam.ParDo(EvolveShard(config, distribution, seed, rounds,
-                                                    change_rate, batch_rows(config))
+                                                    change_rate, batch_rows(config), rho)
                                         ).with_outputs("truth", "keys", main="reports"))
         truth = out.truth | "SumTruth" >> beam.CombinePerKey(SumArrays((proto.k,)))
         keys = out.keys | "SumKeys" >> beam.CombineGlobally(
