@@ -6,18 +6,19 @@ Two exact samplers, chosen per (k, q) by the cost model of ``use_sparse`` (const
 the reference machine, numpy 2.4, one core, k = 65 536; benchmarks/results/client.md):
 
 * **sparse** (small q): the ones among the k − 1 non-item positions of an iid Bernoulli(q) sequence
-  are the partial sums of iid Geometric(q) gaps, so drawing ``~q·(k−1) + 6 sd`` gaps per row and
-  keeping the partial sums below k − 1 gives those ones *exactly*, already sorted and distinct (the
-  few rows whose ones outnumber the drawn gaps continue from their last one: the process is
-  memoryless). Equivalently: ``B ~ Bin(k−1, q)`` ones, a uniform B-subset. Positions are mapped
-  onto ``[k] ∖ {x}`` by ``y + [y >= x]`` and the item's own bit, ``Bernoulli(p)``, is inserted.
-  Cost Θ(q·k) per report. Output: sorted int64 keys ``row·k + position`` (CSR order).
+  are the partial sums of iid Geometric(q) gaps ``1 + ⌊E/λ⌋`` (``E ~ Exp(1)``, ``λ = −log(1−q)``),
+  so drawing ``~q·(k−1) + 6 sd`` gaps per row and keeping the partial sums below k − 1 gives those
+  ones *exactly*, already sorted and distinct (the few rows whose ones outnumber the drawn gaps
+  continue from their last one: the process is memoryless). Equivalently: ``B ~ Bin(k−1, q)``
+  ones, a uniform B-subset. Positions are mapped onto ``[k] ∖ {x}`` by ``y + [y >= x]`` and the
+  item's own bit, ``Bernoulli(p)``, is merged in (``sparse_rows``). Cost Θ(q·k) per report, all
+  in row-wise numpy passes. Output: one int32 row of sorted positions per report, padded with k.
 * **dense** (large q): packed words of iid Bernoulli(q) bits from random 64-bit words by
   bit-serial comparison of an infinitely precise uniform U with q's (finite) binary expansion:
   bit = [U < q], decided at the first binary digit where U and q differ. Each step costs one
-  random word per 64 still-undecided positions; words with no undecided bit are dropped, so a
-  chunk needs about ``log2(positions) + leading zeros of q`` steps. Exact for the double q (not
-  up to 2^-53 as ``random() < q``). Cost Θ(k/64 · steps) per report.
+  random word per 64 still-undecided positions; the first ``DENSE_FULL_STEPS`` steps run on every
+  word (after j steps a bit is undecided w.p. 2^-j), the rest only on the words still undecided.
+  Exact for the double q (not up to 2^-53 as ``random() < q``). Cost Θ(k/64 · steps) per report.
 
 Counting (the server): keys/indices by one ``bincount`` (Θ(q·k) per report); packed bit rows by a
 carry-save adder tree over the packed words of groups of ``TREE_ROWS`` reports (Θ(k/64) word
@@ -35,24 +36,24 @@ import math
 
 import numpy as np
 
-__all__ = ["sparse_keys", "dense_words", "use_sparse", "count_words", "count_indices",
-           "keys_to_packed", "packed_from_words"]
+__all__ = ["sparse_rows", "sparse_chunk_rows", "rows_to_packed", "dense_words", "use_sparse",
+           "count_words", "count_indices", "packed_from_words"]
 
 # Cost model (ns per report), measured at k = 65 536, numpy 2.4, one core, chunks as below:
-#   sparse ≈ SPARSE_NS_PER_ONE · (q·k + 6 sd)   (Geometric draw ~8.5 ns, cumsum ~2, extraction,
-#            mapping and key arithmetic ~4; OUE ε = 4: 1180 ones, ~19 µs)
+#   sparse ≈ SPARSE_NS_PER_ONE · (q·k + 6 sd)   (exponential draw ~3.5 ns, cumsum ~2.4, mapping
+#            and merge ~3, packing the bitmap ~5; OUE ε = 4: 1392 gaps, ~23 µs packed)
 #   dense  ≈ DENSE_NS_PER_WORD · k/64 · (leading zero digits of q + DENSE_STEPS)
-#            (one random word + ~4 bitwise passes per step ~3.2 ns/word; SUE ε = 4, q = 0.119:
-#            3 leading zeros, ~24 µs)
+#            (one random word ~2 ns + ~2 bitwise passes per step; SUE ε = 4, q = 0.119:
+#            3 leading zeros, ~8 random words per word, ~30 µs). Equal cost near ε = 3.5 (OUE).
 SPARSE_NS_PER_ONE = 16.0
 DENSE_NS_PER_WORD = 3.2
 DENSE_STEPS = 6.0            # full-width steps after the leading zeros before most words decide
-# Temporaries per chunk: 2^21 int64 gaps (16 MiB) for the sparse path, 2^18 words (2 MiB) for the
-# dense one (cache-resident across its ~10-20 bitwise passes).
-SPARSE_CHUNK_ELEMENTS = 1 << 21
-DENSE_CHUNK_WORDS = 1 << 18
+# Per chunk: ~2^17 gaps (1 MiB float64 plus int32 copies) for the sparse path, 2^15 words per
+# step for the dense one: cache-resident across their passes.
+SPARSE_CHUNK_ELEMENTS = 1 << 17
+DENSE_CHUNK_WORDS = 1 << 15
+DENSE_FULL_STEPS = 8         # after 8 steps 1 − (1 − 2^-8)^64 ≈ 22 % of the words are undecided
 SPARSE_EXTRA_SD = 6.0        # gaps drawn per row: mean + 6 sd; P(a row needs more) ~ 1e-9
-PACK_CHUNK_BYTES = 1 << 20     # unpacked bytes per chunk in keys_to_packed (cache-resident)
 TREE_ROWS = 256              # reports per carry-save group: 9 bit planes per group
 _FULL64 = 1 << 64
 
@@ -78,44 +79,56 @@ def _q_digits(q: float) -> list[int]:
 
 
 def dense_words(n_words: int, q: float, rng: np.random.Generator) -> np.ndarray:
-    """``uint64[n_words]`` of iid Bernoulli(q) bits (exact), by bit-serial comparison with q."""
+    """``uint64[n_words]`` of iid Bernoulli(q) bits (exact), by bit-serial comparison with q
+    (module notes): the first ``DENSE_FULL_STEPS`` digits on every word, chunk by chunk
+    (cache-resident), then the rest on the words still undecided, all chunks together, dropping
+    decided words whenever half of them are."""
     digits = _q_digits(q)
+    full = min(len(digits), DENSE_FULL_STEPS)
     out = np.empty(n_words, dtype=np.uint64)
+    live_idx, live_und = [], []
     for lo in range(0, n_words, DENSE_CHUNK_WORDS):
-        size = min(DENSE_CHUNK_WORDS, n_words - lo)
-        res = np.zeros(size, dtype=np.uint64)
-        und = None                         # undecided bits of the active words (None: all set)
-        idx = None                         # active words (None: all of the chunk)
-        for d in digits:
-            r = rng.integers(0, _FULL64, len(res) if idx is None else len(idx), dtype=np.uint64)
-            if d:
-                # U's digit 0 < q's 1: decided U < q (bit 1); digit 1: still equal
-                if und is None:
-                    res |= ~r
-                    und = r
-                else:
-                    won = und & ~r
-                    if idx is None:
-                        res |= won
-                    else:
-                        res[idx] |= won
-                    und &= r
-            else:
-                # U's digit 1 > q's 0: decided U > q (bit 0); digit 0: still equal
-                if und is None:
-                    und = ~r
-                else:
-                    und &= ~r
-            live = und != 0
-            n_live = int(np.count_nonzero(live))
-            if n_live == 0:
-                break
-            if n_live * 2 <= len(und):     # drop decided words (compaction)
-                idx = np.flatnonzero(live) if idx is None else idx[live]
-                und = und[live]
-        # positions still undecided after the last digit have U >= q: bit 0 (already)
-        out[lo:lo + size] = res
+        res = out[lo:lo + DENSE_CHUNK_WORDS]
+        # r's bit 1 stands for U's digit 0 (r and ~r have the same law)
+        und = rng.integers(0, _FULL64, len(res), dtype=np.uint64)
+        if digits[0]:
+            res[:] = und              # U's digit 0 < 1: U < q (bit 1)
+            np.invert(und, out=und)   # digit 1: still equal
+        else:
+            res[:] = 0                # digit 1 > 0: U > q (bit 0); digit 0: still equal
+        for d in digits[1:full]:
+            r = rng.integers(0, _FULL64, len(res), dtype=np.uint64)
+            _digit_step(d, und, r, res)
+        idx = np.flatnonzero(und != 0)
+        live_idx.append(idx + lo)
+        live_und.append(und.take(idx))
+    idx, und = np.concatenate(live_idx), np.concatenate(live_und)
+    acc = np.zeros(len(idx), dtype=np.uint64)
+    for d in digits[full:]:
+        if not len(und):
+            break
+        _digit_step(d, und, rng.integers(0, _FULL64, len(und), dtype=np.uint64), acc)
+        live = und != 0
+        if 2 * np.count_nonzero(live) <= len(und):
+            out[idx] |= acc
+            keep = np.flatnonzero(live)
+            idx, und = idx.take(keep), und.take(keep)
+            acc = np.zeros(len(idx), dtype=np.uint64)
+    out[idx] |= acc
+    # bits still undecided after the last digit have U = q's expansion so far, U >= q: bit 0
     return out
+
+
+def _digit_step(d: int, und: np.ndarray, r: np.ndarray, res: np.ndarray) -> None:
+    """One comparison step with q's digit ``d`` (in place; ``r`` is consumed): where ``und`` and
+    r's bit are both 1 (U's digit 0), d = 1 decides U < q (bit 1 into ``res``), d = 0 leaves U
+    equal so far; where r's bit is 0 (U's digit 1), d = 1 leaves U equal, d = 0 decides U > q."""
+    if d:
+        np.bitwise_and(und, r, out=r)
+        res |= r
+        und ^= r
+    else:
+        und &= r
 
 
 def packed_from_words(words: np.ndarray, k: int) -> np.ndarray:
@@ -126,99 +139,91 @@ def packed_from_words(words: np.ndarray, k: int) -> np.ndarray:
     return raw[:, :(k + 7) // 8] if raw.shape[1] != (k + 7) // 8 else raw
 
 
-def sparse_keys(x: np.ndarray, k: int, p: float, q: float, rng: np.random.Generator,
-                cap: int | None = None) -> np.ndarray:
-    """Sorted int64 keys ``row·k + position`` of the ones of ``len(x)`` reports (see module notes).
+def _gap_sums(c: int, width: int, m: int, lam: float, rng: np.random.Generator) -> np.ndarray:
+    """``float64[c, >= width]``: per row, the partial sums ``Y_1 < Y_2 < ...`` of iid gaps
+    ``1 + ⌊E/λ⌋``, ``E ~ Exp(1)``, ``λ = −log(1−q)`` (``P(gap > j) = e^{−λj} = (1−q)^j``: exactly
+    Geometric(q); the same exponentials, hence the same values, as ``rng.geometric(q)`` for q < 1/3
+    except where ``E/λ`` is an exact integer). ``Y_j`` is the 1-based position of the j-th one of an
+    iid Bernoulli(q) sequence. Rows whose last sum is still ``<= m`` continue with more gaps
+    (memoryless), so every row ends with a sum ``> m``; shorter rows are padded with inf."""
+    y = rng.standard_exponential((c, width))
+    np.divide(y, lam, out=y)
+    np.floor(y, out=y)
+    y += 1.0
+    np.cumsum(y, axis=1, out=y)
+    tail = np.flatnonzero(y[:, -1] <= m)
+    if len(tail):
+        more = _gap_sums(len(tail), width, m, lam, rng)
+        more += y[tail, -1:]
+        wide = np.full((c, width + more.shape[1]), np.inf)
+        wide[:, :width] = y
+        wide[tail, width:] = more
+        y = wide
+    return y
 
-    ``cap``: rows with more than ``cap`` ones are redrawn whole (the report conditioned on at most
-    ``cap`` ones)."""
-    n = len(x)
+
+def sparse_rows(x: np.ndarray, k: int, p: float, q: float, rng: np.random.Generator,
+                cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(ones int32[n, w], counts int64[n])`` of ``n = len(x)`` reports (see module notes): the
+    ones of row r are ``ones[r, :counts[r]]``, strictly increasing in ``[0, k)``; the rest of the
+    row is the sentinel ``k``.
+
+    Non-item ones: ``Y`` from ``_gap_sums`` clipped to k (``Y = k``: past the m = k − 1 non-item
+    positions); position ``Y − 1`` among them maps to ``z = Y − 1 + [Y − 1 >= x] = Y − [Y <= x]``
+    in ``[k] ∖ {x}``, and the sentinel stays k. The item bit (w.p. p) is merged into the sorted row
+    without a search: with ``b = x`` if the bit is set, else ``b = k``, the merged row is
+    ``r_0 = min(z_0, b)``, ``r_s = min(z_s, max(z_{s−1}, b))``.
+    ``cap``: rows with more than ``cap`` ones are redrawn whole (conditioning on <= cap ones)."""
+    c = len(x)
     m = k - 1
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    sd = math.sqrt(m * q * (1 - q))
-    width = max(1, min(m, int(m * q + SPARSE_EXTRA_SD * sd + 8)))
-    step = max(1, SPARSE_CHUNK_ELEMENTS // width)
-    parts, extras = [], []
-    redo = []
-    for lo in range(0, n, step):
-        xs = x[lo:lo + step]
-        c = len(xs)
-        y = rng.geometric(q, (c, width))
-        np.cumsum(y, axis=1, out=y)
-        y -= 1                                          # positions among the m non-item bits
-        inside = y < m
-        ones = inside.sum(axis=1)
-        more = np.flatnonzero(inside[:, -1])            # the width-th one is still inside
-        if len(more):
-            last = y[more, -1].copy()
-            rows = more
-            while len(rows):
-                z = rng.geometric(q, (len(rows), width))
-                np.cumsum(z, axis=1, out=z)
-                z += last[:, None]
-                zin = z < m
-                r_idx, col = np.nonzero(zin)
-                extras.append((lo + rows[r_idx], z[r_idx, col]))
-                ones[rows - 0] += zin.sum(axis=1)
-                cont = zin[:, -1]
-                if cap is not None:
-                    cont &= ones[rows] <= cap           # over the cap: rejected anyway
-                last = z[cont, -1]
-                rows = rows[cont]
-        bit = rng.random(c) < p
-        ok = np.ones(c, dtype=bool) if cap is None else (ones + bit) <= cap
-        if not ok.all():
-            redo.append(lo + np.flatnonzero(~ok))
-            inside &= ok[:, None]
-        pos = y[inside]                                 # row-major: rows in order, sorted
-        rows = np.repeat(np.arange(lo, lo + c), inside.sum(axis=1))
-        pos += pos >= x[rows]
-        rows *= k
-        pos += rows
-        parts.append(pos)
-        hit = np.flatnonzero(bit & ok)
-        extras.append((lo + hit, None))
-    keys = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    if redo:
-        redo_rows = np.concatenate(redo)
-        bad_mask = np.zeros(n, dtype=bool)
-        bad_mask[redo_rows] = True
-    else:
-        redo_rows, bad_mask = None, None
-    add = []
-    for rows, pos in extras:
-        if pos is None:                                 # the item's own bit
-            kv = rows * k + x[rows]
-        else:
-            pos = pos + (pos >= x[rows])
-            kv = rows * k + pos
-            if bad_mask is not None:
-                kv = kv[~bad_mask[rows]]
-        add.append(kv)
-    if redo_rows is not None and len(redo_rows):
-        sub = sparse_keys(x[redo_rows], k, p, q, rng, cap)
-        r = sub // k
-        add.append(redo_rows[r] * k + (sub - r * k))
-    add = np.concatenate(add) if add else np.zeros(0, dtype=np.int64)
-    if len(add):
-        add.sort()
-        keys = np.insert(keys, np.searchsorted(keys, add), add)
-    return keys
+    y = _gap_sums(c, _sparse_width(k, q), m, -math.log1p(-q), rng)
+    w = y.shape[1]
+    z = np.empty((c, w), dtype=np.int32)
+    np.minimum(y, k, out=z, casting="unsafe")
+    xc = x.astype(np.int32)[:, None]
+    np.subtract(z, z <= xc, out=z, casting="unsafe")
+    bit = rng.random(c) < p
+    counts = np.count_nonzero(z < k, axis=1) + bit
+    b = np.where(bit, xc[:, 0], np.int32(k))[:, None]
+    ones = np.empty((c, w + 1), dtype=np.int32)
+    np.maximum(z, b, out=ones[:, 1:])
+    np.minimum(ones[:, 1:w], z[:, 1:], out=ones[:, 1:w])
+    np.minimum(z[:, :1], b, out=ones[:, :1])
+    if cap is not None:
+        bad = np.flatnonzero(counts > cap)
+        if len(bad):
+            sub, counts[bad] = sparse_rows(x[bad], k, p, q, rng, cap)
+            if sub.shape[1] > ones.shape[1]:
+                ones = np.pad(ones, ((0, 0), (0, sub.shape[1] - ones.shape[1])),
+                              constant_values=k)
+            ones[bad] = k
+            ones[bad, :sub.shape[1]] = sub
+    return ones, counts
 
 
-def keys_to_packed(keys: np.ndarray, n: int, k: int) -> np.ndarray:
-    """Sorted distinct keys ``row·k + position`` → packed ``uint8[n, ceil(k/8)]`` rows (unpacked
-    bytes set per chunk of rows, then ``packbits``)."""
-    out = np.empty((n, (k + 7) // 8), dtype=np.uint8)
-    step = max(1, PACK_CHUNK_BYTES // k)
-    bounds = np.searchsorted(keys, np.arange(0, n + step, step) * k)
-    for i, lo in enumerate(range(0, n, step)):
-        c = min(step, n - lo)
-        bits = np.zeros(c * k, dtype=np.uint8)
-        bits[keys[bounds[i]:bounds[i + 1]] - lo * k] = 1
-        out[lo:lo + c] = np.packbits(bits.reshape(c, k), axis=1, bitorder="little")
-    return out
+def _sparse_width(k: int, q: float) -> int:
+    """Gaps drawn per row: mean + ``SPARSE_EXTRA_SD`` sd + 8 of ``Bin(k − 1, q)``, in [1, k − 1]."""
+    m = k - 1
+    return max(1, min(m, int(m * q + SPARSE_EXTRA_SD * math.sqrt(m * q * (1 - q)) + 8)))
+
+
+def sparse_chunk_rows(k: int, q: float) -> int:
+    """Reports per ``sparse_rows`` call: about ``SPARSE_CHUNK_ELEMENTS`` gaps (cache-resident)."""
+    return max(1, SPARSE_CHUNK_ELEMENTS // _sparse_width(k, q))
+
+
+def rows_to_packed(ones: np.ndarray, k: int) -> np.ndarray:
+    """``sparse_rows``' ones → packed ``uint8[c, ceil(k/8)]`` (LSB first): per row, 32-bit words
+    ``Σ 2^(i mod 32)`` over its ones i by one float64 ``bincount`` (distinct powers of two below
+    2^32: exact), ``k // 32 + 1`` words per row so the sentinel k has a word of its own bit."""
+    c = len(ones)
+    w = k // 32 + 1
+    weights = np.ldexp(1.0, ones & 31)
+    if k % 32:                          # the sentinel's bit would land in the last data word
+        weights[ones == k] = 0.0
+    slots = (ones >> 5) + (np.arange(c) * w)[:, None]
+    words = np.bincount(slots.ravel(), weights.ravel(), minlength=c * w)
+    return words.astype("<u4").view(np.uint8).reshape(c, 4 * w)[:, :(k + 7) // 8]
 
 
 def count_indices(values: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:

@@ -43,9 +43,13 @@ ENCODINGS = ("bitmap", "indices", "auto")
 # wire format (it fixes cap): never change it.
 TAIL_LOG2 = 64
 
-# Bits materialised at once (randomize: one float64 per bit; add_reports: one uint8 per bit).
-# 2^22 keeps every temporary at <= 32 MiB while batches stay large enough for numpy to be fast.
+# Bits materialised at once (flip_bits: one float64 per bit; add_reports: one uint8 per bit; the
+# "indices" payload: one slot per element). 2^22 keeps every temporary at <= 32 MiB while batches
+# stay large enough for numpy to be fast.
 CHUNK_ELEMENTS = 1 << 22
+# Random words per dense_words call in randomize_bits (8 MiB): its undecided tail is shared by the
+# whole batch, so numpy's per-step overhead is paid once per batch.
+DENSE_BATCH_WORDS = 1 << 20
 # Largest k for which output_distribution enumerates all 2^k bit vectors.
 ENUMERATION_LIMIT_BITS = 16
 
@@ -53,14 +57,20 @@ ENUMERATION_LIMIT_BITS = 16
 def randomize_bits(x: np.ndarray, k: int, p: float, q: float,
                    rng: np.random.Generator) -> np.ndarray:
     """Packed ``uint8[n, ceil(k/8)]``: bit x set w.p. ``p``, every other bit w.p. ``q``, all
-    independent; padding bits zero. Exact; sparse or dense sampler by ``ue_sampler.use_sparse``."""
+    independent; padding bits zero. Exact; sparse or dense sampler by ``ue_sampler.use_sparse``
+    (dense: ``ue_sampler.dense_words`` for about ``DENSE_BATCH_WORDS`` words at once, then bit x
+    replaced by a Bernoulli(p))."""
     x = np.asarray(x, dtype=np.int64)
     n = len(x)
-    if ue_sampler.use_sparse(k, q):
-        return ue_sampler.keys_to_packed(ue_sampler.sparse_keys(x, k, p, q, rng), n, k)
-    w = (k + 63) // 64
     out = np.empty((n, (k + 7) // 8), dtype=np.uint8)
-    step = max(1, CHUNK_ELEMENTS // (64 * w))
+    if ue_sampler.use_sparse(k, q):
+        step = ue_sampler.sparse_chunk_rows(k, q)
+        for lo in range(0, n, step):
+            ones, _ = ue_sampler.sparse_rows(x[lo:lo + step], k, p, q, rng)
+            out[lo:lo + len(ones)] = ue_sampler.rows_to_packed(ones, k)
+        return out
+    w = (k + 63) // 64
+    step = max(1, DENSE_BATCH_WORDS // w)
     for lo in range(0, n, step):
         xs = x[lo:lo + step]
         c = len(xs)
@@ -187,18 +197,16 @@ class UnaryEncoding(PackedBitsPayload, SupportCounting):
             values = randomize_bits(x, self.k, self.p, self.q, rng)
         else:
             values = np.zeros((n, 1 + self.cap), dtype=self._index_dtype)
-            step = max(1, CHUNK_ELEMENTS // (1 + self.cap))
+            step = ue_sampler.sparse_chunk_rows(self.k, self.q)
             for lo in range(0, n, step):
-                xs = x[lo:lo + step]
-                keys = ue_sampler.sparse_keys(xs, self.k, self.p, self.q, rng, cap=self.cap)
-                row = keys // self.k
-                cnt = np.bincount(row, minlength=len(xs))
-                block = values[lo:lo + len(xs)]
-                block[:, 0] = cnt
-                # flat slot of the j-th one of row r: r·(1+cap) + 1 + j, j = i − start_r
-                shift = np.arange(len(xs)) * (1 + self.cap) + 1 - (np.cumsum(cnt) - cnt)
-                flat = np.arange(len(keys)) + shift[row]
-                block.reshape(-1)[flat] = keys - row * self.k
+                ones, counts = ue_sampler.sparse_rows(x[lo:lo + step], self.k, self.p, self.q,
+                                                      rng, cap=self.cap)
+                block = values[lo:lo + len(ones)]
+                block[:, 0] = counts
+                # the ones, then zeros where the sentinel k pads the row (counts <= cap)
+                w = min(self.cap, ones.shape[1])
+                np.copyto(block[:, 1:1 + w], ones[:, :w], where=ones[:, :w] < self.k,
+                          casting="unsafe")
             values = values.view(np.uint8).reshape(n, -1)
         return ReportBatch(np.zeros(n, np.int64), np.zeros(n, np.int64), values)
 

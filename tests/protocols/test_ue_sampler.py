@@ -36,7 +36,8 @@ def _tiny_chunks(monkeypatch):
     monkeypatch.setattr(ue, "CHUNK_ELEMENTS", 300)
     monkeypatch.setattr(us, "SPARSE_CHUNK_ELEMENTS", 50)
     monkeypatch.setattr(us, "DENSE_CHUNK_WORDS", 7)
-    monkeypatch.setattr(us, "PACK_CHUNK_BYTES", 40)
+    monkeypatch.setattr(ue, "DENSE_BATCH_WORDS", 9)
+    monkeypatch.setattr(us, "DENSE_FULL_STEPS", 2)
     monkeypatch.setattr(us, "SPARSE_EXTRA_SD", -3.0)     # too few gaps: the extension loop runs
 
 
