@@ -39,8 +39,8 @@ class AuditResult:
     epsilon: float                # the configured ε
     confidence: float
     samples: int                  # samples per input (half choose the event, half evaluate it)
-    x0: int
-    x1: int
+    x0: int | list               # an item, or a multi-attribute protocol's tuple
+    x1: int | list
     direction: str                # "x0/x1" or "x1/x0": which direction gave the bound
     event_size: int               # number of distinct outputs in the chosen event
     p0_hits: int                  # evaluation hits of the event under the numerator input
@@ -90,13 +90,26 @@ def _one_direction(tr_num, tr_den, ev_num, ev_den, n_train: int, n_eval: int, al
 STAGES = ("report", "permanent")
 
 
+def _check_input(protocol: FrequencyProtocol, name: str, x):
+    """An item in ``[0, k)``, or for a multi-attribute protocol a tuple of d values (list)."""
+    if not getattr(protocol, "multi_attribute", False):
+        return check_int("audit", name, x, 0, protocol.k - 1)
+    values = list(x) if isinstance(x, (list, tuple, np.ndarray)) else None
+    if values is None or len(values) != protocol.d:
+        raise ValueError(f"audit: {name} must be a tuple of {protocol.d} values (one per "
+                         f"attribute {list(protocol.attributes)}), got {x!r}")
+    return [check_int("audit", f"{name}[{a}]", v, 0, k - 1)
+            for a, v, k in zip(protocol.attributes, values, protocol.domains)]
+
+
 def audit(protocol: FrequencyProtocol, samples: int = 100_000, confidence: float = 0.95,
           x0: int = 0, x1: int = 1, rng: np.random.Generator | None = None,
           stage: str = "report") -> AuditResult:
     """Lower-bound ε of ``protocol`` on the pair ``(x0, x1)`` from ``samples`` reports each.
 
     ``stage``: ``"report"`` audits one report against ``protocol.epsilon`` (a longitudinal
-    protocol's ε1: a fresh user's permanent and instantaneous rounds); ``"permanent"`` audits a
+    protocol's ε1: a fresh user's permanent and instantaneous rounds; a multi-attribute protocol's
+    tuple-level ε, with ``x0``/``x1`` tuples); ``"permanent"`` audits a
     longitudinal protocol's round-1 output (public state and memo entry,
     ``randomize_permanent``) against ``epsilon_perm`` (ε∞).
     """
@@ -106,17 +119,17 @@ def audit(protocol: FrequencyProtocol, samples: int = 100_000, confidence: float
         raise ValueError(f"audit: stage 'permanent' needs a longitudinal protocol, got "
                          f"{type(protocol).__name__}")
     samples = check_int("audit", "samples", samples, 4)
-    x0 = check_int("audit", "x0", x0, 0, protocol.k - 1)
-    x1 = check_int("audit", "x1", x1, 0, protocol.k - 1)
+    x0, x1 = _check_input(protocol, "x0", x0), _check_input(protocol, "x1", x1)
     if x0 == x1:
         raise ValueError(f"audit: x0 and x1 must differ, got {x0} and {x1}")
     if not (isinstance(confidence, (float, int)) and 0 < confidence < 1):
         raise ValueError(f"audit: confidence must be in (0, 1), got {confidence!r}")
     rng = np.random.default_rng() if rng is None else rng
     sampler = protocol.randomize_permanent if stage == "permanent" else protocol.randomize
-    configured = protocol.epsilon_perm if stage == "permanent" else protocol.epsilon
-    b0 = sampler(np.full(samples, x0, dtype=np.int64), rng)
-    b1 = sampler(np.full(samples, x1, dtype=np.int64), rng)
+    configured = (protocol.epsilon_perm if stage == "permanent"
+                  else getattr(protocol, "tuple_epsilon", protocol.epsilon))
+    b0 = sampler(np.tile(np.asarray(x0, dtype=np.int64), (samples,) + (1,) * np.ndim(x0)), rng)
+    b1 = sampler(np.tile(np.asarray(x1, dtype=np.int64), (samples,) + (1,) * np.ndim(x1)), rng)
     _, ids = np.unique(np.vstack([output_keys(b0), output_keys(b1)]), axis=0,
                        return_inverse=True)
     ids = ids.reshape(-1)

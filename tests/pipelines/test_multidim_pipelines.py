@@ -147,3 +147,23 @@ def test_encode_names_the_bad_column_and_row(tmp_path):
     with pytest.raises(ValueError, match="row 1: column 'country' is empty"):
         cli.main(["encode", "--config", str(cfg), "--input", str(tmp_path / "empty.csv"),
                   "--output", str(tmp_path / "r.avro")])
+
+
+def test_audit_takes_tuples(tmp_path, capsys):
+    """RS+FD (d = 3, k = (3, 2, 4), ε = 1): between tuples differing everywhere the audit's lower
+    bound (95 % confidence, 4·10^5 samples) exceeds ε = 1 (exact: ε′ = 1.817) yet stays below
+    ε′, the configured tuple-level ε; a bad tuple names the attribute."""
+    out = tmp_path / "audit.json"
+    assert cli.main(["audit", "--protocol", "rsfd", "--attributes", "a:3,b:2,c:4", "--epsilon",
+                     "1", "--x0", "0,0,0", "--x1", "2,1,3", "--samples", "400000", "--seed", "1",
+                     "--output", str(out)]) is not None
+    r = json.loads(out.read_text())
+    assert r["x0"] == [0, 0, 0] and r["x1"] == [2, 1, 3]
+    assert r["epsilon"] == pytest.approx(np.log(3 * np.expm1(1) + 1))
+    assert 1.0 < r["epsilon_lower_bound"] <= r["epsilon"]
+    with pytest.raises(ValueError, match=r"x1\[b\] must be in \[0, 1\]"):
+        cli.main(["audit", "--protocol", "rsfd", "--attributes", "a:3,b:2,c:4", "--epsilon",
+                  "1", "--x1", "0,2,0"])
+    with pytest.raises(ValueError, match="tuple of 3 values"):
+        cli.main(["audit", "--protocol", "rsfd", "--attributes", "a:3,b:2,c:4", "--epsilon",
+                  "1", "--x1", "0,1"])
