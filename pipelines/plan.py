@@ -13,6 +13,11 @@ benchmarks/cost_model.py), privacy ("pure" or "computational"); what breaks a li
 with the limit and the factor. Computational-privacy protocols (seed-compressed) are listed as ruled
 out unless ``--allow-computational``. ``--json`` prints the options as a JSON list.
 
+Several attributes (``--attributes name:k,...`` instead of ``--k``; ``protocols.multidim.compare``):
+SPL, SMP, RS+FD (each fake) and, with ``--epsilon-perm``, ALLOMFREE, one line each with the
+per-attribute predicted MSE at n (uniform frequencies), the inner protocols, wire bytes, ε and the
+tuple-level ε; RS+FD is listed at ε (tuple-level ε′ > ε) and at the ε whose ε′ equals ε.
+
 MSS moduli (``--protocol mss``, or any of ``--ell``/``--max-mse-factor``/``--max-bits``): one line
 per candidate (moduli, ℓ, bits per report, MSE ratio to SS on [k], predicted n·MSE, condition
 number), best first; ``--objective asr`` ranks the candidates within (1+δ)× the best MSE by ASR.
@@ -87,9 +92,33 @@ def _advise(args):
     return options
 
 
+def _attributes(args):
+    from privfreq.pipelines.config import parse_attributes
+    from privfreq.protocols.multidim import compare
+    names, domains = parse_attributes(args.attributes)
+    rows = compare(names, domains, args.epsilon, args.n, args.epsilon_perm)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return rows
+    print(f"attributes {', '.join(f'{a} (k={k})' for a, k in zip(names, domains))}; "
+          f"ε = {args.epsilon}, n = {args.n:,}; per-attribute MSE at uniform frequencies")
+    print(f"{'#':>2} {'protocol':<16} {'ε':>7} {'tuple ε':>8} {'bytes':>8}  "
+          + " ".join(f"{a[:10]:>10}" for a in names) + "  inner")
+    for i, r in enumerate(rows, 1):
+        name = r["protocol"] + (f" {r['params']['fake']}" if "fake" in r["params"] else "")
+        print(f"{i:>2} {name:<16} {r['epsilon']:>7.4g} {r['tuple_epsilon']:>8.4g} "
+              f"{r['wire_bytes']:>8.5g}  " + " ".join(f"{m:>10.3g}" for m in r["attribute_mse"])
+              + "  " + ",".join(r["inner"]))
+    return rows
+
+
 def run(argv=None, save_main_session=True):
     parser = argparse.ArgumentParser(prog="privfreq plan", description=__doc__.split("\n")[0])
-    parser.add_argument("--k", type=int, required=True, help="universe size")
+    parser.add_argument("--k", type=int, default=None, help="universe size")
+    parser.add_argument("--attributes", default=None, metavar="NAME:K,...",
+                        help="several attributes: compare the multi-attribute protocols")
+    parser.add_argument("--epsilon-perm", type=float, default=None,
+                        help="with --attributes: also ALLOMFREE with this ε∞ (ε is ε1)")
     parser.add_argument("--epsilon", type=float, required=True, help="privacy budget (> 0)")
     parser.add_argument("--protocol", default=None,
                         help="'mss': rank MSS moduli instead of protocols")
@@ -113,6 +142,10 @@ def run(argv=None, save_main_session=True):
     parser.add_argument("--top", type=int, default=10, help="MSS: how many candidates to print")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
+    if (args.k is None) == (args.attributes is None):
+        raise ValueError("plan: give --k (one attribute) or --attributes (several), not both")
+    if args.attributes is not None:
+        return _attributes(args)
     if args.protocol not in (None, "mss"):
         raise ValueError(f"plan: --protocol must be 'mss' (moduli ranking) or absent (advisor), "
                          f"got {args.protocol!r}")

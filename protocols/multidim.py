@@ -872,3 +872,36 @@ class ALLOMFREE(Longitudinal, _Sampled):
 
     def diagnostics(self):
         return self.longitudinal_diagnostics()
+
+
+def rsfd_budget_for_tuple_epsilon(tuple_epsilon: float, d: int) -> float:
+    """The ε at which RS+FD's tuple-level ε′ equals ``tuple_epsilon``: ``ln((e^ε′−1)/d + 1)``."""
+    return math.log(math.expm1(tuple_epsilon) / d + 1)
+
+
+def compare(attributes, domains, epsilon: float, n: int, epsilon_perm: float | None = None
+            ) -> list[dict]:
+    """Predicted per-attribute MSE of every multi-attribute protocol at n users (uniform f per
+    attribute, so SMP's split term counts), best total first. RS+FD appears twice: at ε (its
+    per-attribute guarantee; tuple-level ε′ > ε) and at the ε whose ε′ equals ε (the same
+    tuple-level guarantee as the others). ALLOMFREE needs ``epsilon_perm`` (ε is then ε1)."""
+    d = len(domains)
+    f = np.concatenate([np.full(k, 1.0 / k) for k in domains])
+    candidates = [("spl", {}, epsilon), ("smp", {}, epsilon)]
+    for fake in FAKES:
+        candidates.append(("rsfd", {"fake": fake}, epsilon))
+        candidates.append(("rsfd", {"fake": fake}, rsfd_budget_for_tuple_epsilon(epsilon, d)))
+    if epsilon_perm is not None:
+        candidates.append(("allomfree", {"epsilon_perm": epsilon_perm}, epsilon))
+    rows = []
+    for pid, extra, eps in candidates:
+        proto = get_protocol_class(pid)(tuple(attributes), tuple(domains), eps, **extra)
+        mse = proto.attribute_mse(n, f)
+        rows.append({"protocol": pid, "params": extra, "epsilon": eps,
+                     "tuple_epsilon": proto.tuple_epsilon,
+                     "inner": [p.protocol_id for p in proto.inner_protocols],
+                     "attribute_mse": mse.tolist(), "total_mse": float(mse.sum()),
+                     "wire_bytes": float(np.mean([proto.payload_width(b)
+                                                  for b in range(proto.n_blocks)]))})
+    rows.sort(key=lambda r: r["total_mse"])
+    return rows

@@ -167,3 +167,25 @@ def test_audit_takes_tuples(tmp_path, capsys):
     with pytest.raises(ValueError, match="tuple of 3 values"):
         cli.main(["audit", "--protocol", "rsfd", "--attributes", "a:3,b:2,c:4", "--epsilon",
                   "1", "--x1", "0,1"])
+
+
+def test_plan_compares_multi_attribute_protocols(capsys):
+    """plan --attributes: every protocol with its per-attribute MSE and tuple-level ε; RS+FD at ε
+    (tuple ε′ > ε) and recalibrated to tuple ε = ε; ALLOMFREE with --epsilon-perm."""
+    assert cli.main(["plan", "--attributes", "age:6,country:30", "--epsilon", "2", "--n",
+                     "10000", "--epsilon-perm", "4", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = [(r["protocol"], r["params"].get("fake")) for r in rows]
+    assert sorted(set(names)) == sorted({("spl", None), ("smp", None), ("allomfree", None),
+                                         ("rsfd", "grr"), ("rsfd", "oue-z"), ("rsfd", "oue-r")})
+    totals = [r["total_mse"] for r in rows]
+    assert totals == sorted(totals)
+    rsfd = [r for r in rows if r["protocol"] == "rsfd" and r["params"]["fake"] == "grr"]
+    assert sorted(r["tuple_epsilon"] for r in rsfd) == pytest.approx(
+        [2.0, np.log(2 * np.expm1(2) + 1)])
+    spl = next(r for r in rows if r["protocol"] == "spl")
+    smp = next(r for r in rows if r["protocol"] == "smp")
+    assert spl["tuple_epsilon"] == smp["tuple_epsilon"] == 2.0
+    assert smp["total_mse"] < spl["total_mse"]          # SPEC §8: SPL is always the worst
+    with pytest.raises(ValueError, match="not both"):
+        cli.main(["plan", "--k", "8", "--attributes", "a:8", "--epsilon", "1"])
