@@ -138,6 +138,7 @@ class MultiAttribute(FrequencyProtocol):
 
     asr_kind = "none"
     multi_attribute: ClassVar[bool] = True
+    samples: ClassVar[bool] = False   # whether a report carries one attribute (SMP, ALLOMFREE)
     attributes: tuple
     domains: tuple
     epsilon: float
@@ -308,8 +309,6 @@ class MultiAttribute(FrequencyProtocol):
         return Estimate(f, se, {"n": int(sum(n_attr)) if self.samples else int(n_attr[0]),
                                 "tuple_epsilon": self.tuple_epsilon, "attributes": attrs})
 
-    samples: ClassVar[bool] = False   # whether a report carries one attribute (SMP, ALLOMFREE)
-
     def split(self, vector: np.ndarray) -> list[np.ndarray]:
         """A length-k vector (an estimate, a truth) cut into the attributes' parts."""
         return [vector[self.attribute_slice(j)] for j in range(self.d)]
@@ -326,13 +325,9 @@ class MultiAttribute(FrequencyProtocol):
         return np.concatenate([p.worst_case_influence(self.inner_counts(counts, j))
                                for j, p in enumerate(self._inner_protocols)])
 
-    # ----- exact distribution -------------------------------------------------------------------
-    def output_distribution(self, item):
-        """Exact ``P(report | tuple)``; small domains only."""
-        raise NotImplementedError
-
     def information_bits(self):
-        return float(np.mean([8 * self.payload_width(b) for b in range(self.n_blocks)]))
+        """Every attribute's inner report: the sum of their information bits (SPL, RS+FD)."""
+        return float(sum(p.information_bits() for p in self._inner_protocols))
 
 
 class _Sampled(MultiAttribute):
@@ -485,6 +480,11 @@ class _Sampled(MultiAttribute):
 
     def output_distribution(self, item):
         return self._one_report_distribution(item, lambda p, x: p.output_distribution(x))
+
+    def information_bits(self):
+        """The attribute index, then one inner report (uniform attribute): ``log2 d + mean``."""
+        return math.log2(self.d) + float(np.mean([p.information_bits()
+                                                   for p in self._inner_protocols]))
 
 
 @register_protocol("smp")
