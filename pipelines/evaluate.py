@@ -40,7 +40,9 @@ Dataflow (any runner flag passes through)::
 
 LOLOHA's longitudinal setting (memoized protocols over rounds of evolving data, budget spent,
 exact vs paper calibration): ``privfreq evaluate --grid longitudinal --output DIR``, see
-``pipelines.evaluate_longitudinal`` for its flags.
+``pipelines.evaluate_longitudinal`` for its flags. Several attributes per user (SPL, SMP, RS+FD,
+ALLOMFREE on synthetic and real data): ``privfreq evaluate --grid multidimensional --output DIR``,
+see ``pipelines.evaluate_multidim``.
 
 Plots and the report are written by one worker at the end, to a local ``--output`` directory.
 """
@@ -97,9 +99,10 @@ def _override(items: list[str], what: str, cast) -> dict[tuple[str, int], object
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="privfreq evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--grid", choices=["paper", "longitudinal"], default=None,
+    p.add_argument("--grid", choices=["paper", "longitudinal", "multidimensional"], default=None,
                    help="preset: the paper's full grid; 'longitudinal': LOLOHA's setting "
-                        "(pipelines.evaluate_longitudinal, its own flags)")
+                        "(pipelines.evaluate_longitudinal, its own flags); 'multidimensional': "
+                        "several attributes per user (pipelines.evaluate_multidim, its own flags)")
     p.add_argument("--protocols", help=f"comma-separated ids (default {DEFAULTS['protocols']})")
     p.add_argument("--k", help="comma-separated universe sizes")
     p.add_argument("--epsilons", help="comma-separated privacy budgets")
@@ -219,6 +222,9 @@ def run(argv=None, save_main_session=True):
     if pre.parse_known_args(argv)[0].grid == "longitudinal":
         from privfreq.pipelines import evaluate_longitudinal
         return evaluate_longitudinal.run(argv, save_main_session)
+    if pre.parse_known_args(argv)[0].grid == "multidimensional":
+        from privfreq.pipelines import evaluate_multidim
+        return evaluate_multidim.run(argv, save_main_session)
     args, beam_args = _parser().parse_known_args(argv)
     notes = None
     if args.notes:
