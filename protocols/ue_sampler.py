@@ -18,11 +18,12 @@ the reference machine, numpy 2.4, one core, k = 65 536; benchmarks/results/clien
   bit = [U < q], decided at the first binary digit where U and q differ. Each step costs one
   random word per 64 still-undecided positions; the first ``DENSE_FULL_STEPS`` steps run on every
   word (after j steps a bit is undecided w.p. 2^-j), the rest only on the words still undecided.
+  About 8 random words per output word: the random draws are most of the cost.
   Exact for the double q (not up to 2^-53 as ``random() < q``). Cost Θ(k/64 · steps) per report.
 
-Counting (the server): keys/indices by one ``bincount`` (Θ(q·k) per report); packed bit rows by a
-carry-save adder tree over the packed words of groups of ``TREE_ROWS`` reports (Θ(k/64) word
-operations per report, no unpacking), whose bit planes are unpacked once per group.
+Counting (the server): "indices" rows by one ``bincount`` (Θ(cap) per report); packed bit rows by
+Harley–Seal carry-save adders over their 64-bit words (about 5 word operations per word, Θ(k/64)
+per report, no unpacking; ``count_words``), whose bit planes are unpacked once per batch.
 
 Truncation (``cap``): the sparse wire encoding has a fixed width of ``cap`` indices, so with a cap
 the sampler draws the report *conditioned on at most cap ones* (rows over the cap are redrawn
@@ -52,9 +53,11 @@ DENSE_STEPS = 6.0            # full-width steps after the leading zeros before m
 # step for the dense one: cache-resident across their passes.
 SPARSE_CHUNK_ELEMENTS = 1 << 17
 DENSE_CHUNK_WORDS = 1 << 15
-DENSE_FULL_STEPS = 8         # after 8 steps 1 − (1 − 2^-8)^64 ≈ 22 % of the words are undecided
+DENSE_FULL_STEPS = 7         # after j steps 1 − (1 − 2^-j)^64 of the words are undecided: 39 %,
+DENSE_LOCAL_STEPS = 5        # then 1.5 % after 5 more on those (in cache), finished batch-wide
 SPARSE_EXTRA_SD = 6.0        # gaps drawn per row: mean + 6 sd; P(a row needs more) ~ 1e-9
-TREE_ROWS = 256              # reports per carry-save group: 9 bit planes per group
+COUNT_BLOCK_WORDS = 1 << 14  # words per carry-save lane block (16 lanes at k = 65 536)
+INDEX_CHUNK_SLOTS = 1 << 17  # "indices" slots per bincount (as intp: 1 MiB)
 _FULL64 = 1 << 64
 
 
@@ -80,11 +83,12 @@ def _q_digits(q: float) -> list[int]:
 
 def dense_words(n_words: int, q: float, rng: np.random.Generator) -> np.ndarray:
     """``uint64[n_words]`` of iid Bernoulli(q) bits (exact), by bit-serial comparison with q
-    (module notes): the first ``DENSE_FULL_STEPS`` digits on every word, chunk by chunk
-    (cache-resident), then the rest on the words still undecided, all chunks together, dropping
-    decided words whenever half of them are."""
+    (module notes): per chunk of ``DENSE_CHUNK_WORDS`` (cache-resident), the first
+    ``DENSE_FULL_STEPS`` digits on every word, then ``DENSE_LOCAL_STEPS`` more on the words still
+    undecided; the digits after that on the few words left, all chunks together."""
     digits = _q_digits(q)
     full = min(len(digits), DENSE_FULL_STEPS)
+    local = digits[full:full + DENSE_LOCAL_STEPS]
     out = np.empty(n_words, dtype=np.uint64)
     live_idx, live_und = [], []
     for lo in range(0, n_words, DENSE_CHUNK_WORDS):
@@ -97,14 +101,25 @@ def dense_words(n_words: int, q: float, rng: np.random.Generator) -> np.ndarray:
         else:
             res[:] = 0                # digit 1 > 0: U > q (bit 0); digit 0: still equal
         for d in digits[1:full]:
-            r = rng.integers(0, _FULL64, len(res), dtype=np.uint64)
-            _digit_step(d, und, r, res)
+            _digit_step(d, und, rng.integers(0, _FULL64, len(res), dtype=np.uint64), res)
         idx = np.flatnonzero(und != 0)
-        live_idx.append(idx + lo)
-        live_und.append(und.take(idx))
-    idx, und = np.concatenate(live_idx), np.concatenate(live_und)
+        idx, und = _live_steps(local, idx + lo, und.take(idx), rng, out)
+        live_idx.append(idx)
+        live_und.append(und)
+    if live_idx:
+        _live_steps(digits[full + DENSE_LOCAL_STEPS:], np.concatenate(live_idx),
+                    np.concatenate(live_und), rng, out)
+    # bits still undecided after the last digit have U = q's expansion so far, U >= q: bit 0
+    return out
+
+
+def _live_steps(digits: list, idx: np.ndarray, und: np.ndarray, rng: np.random.Generator,
+                out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Comparison steps with ``digits`` on the words ``out[idx]`` whose undecided bits are
+    ``und``, dropping decided words whenever half of them are; returns the words still undecided
+    (``idx``, ``und``)."""
     acc = np.zeros(len(idx), dtype=np.uint64)
-    for d in digits[full:]:
+    for d in digits:
         if not len(und):
             break
         _digit_step(d, und, rng.integers(0, _FULL64, len(und), dtype=np.uint64), acc)
@@ -115,8 +130,8 @@ def dense_words(n_words: int, q: float, rng: np.random.Generator) -> np.ndarray:
             idx, und = idx.take(keep), und.take(keep)
             acc = np.zeros(len(idx), dtype=np.uint64)
     out[idx] |= acc
-    # bits still undecided after the last digit have U = q's expansion so far, U >= q: bit 0
-    return out
+    keep = np.flatnonzero(und != 0)
+    return idx.take(keep), und.take(keep)
 
 
 def _digit_step(d: int, und: np.ndarray, r: np.ndarray, res: np.ndarray) -> None:
@@ -226,11 +241,19 @@ def rows_to_packed(ones: np.ndarray, k: int) -> np.ndarray:
     return words.astype("<u4").view(np.uint8).reshape(c, 4 * w)[:, :(k + 7) // 8]
 
 
-def count_indices(values: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
-    """Column counts (int64[k]) of rows of indices, ``counts[i]`` valid then zero padding."""
-    total = np.bincount(values.ravel(), minlength=k).astype(np.int64, copy=False)
-    total[0] -= values.size - int(counts.sum())
-    return total
+def count_indices(slots: np.ndarray, k: int) -> np.ndarray:
+    """Column counts (int64[k]) of "indices" rows ``[c, i_1 < ... < i_c, 0, ...]``: per chunk of
+    about ``INDEX_CHUNK_SLOTS`` slots (cache-resident), one ``bincount`` of every slot, minus the
+    count column's values and the zero padding."""
+    counts = slots[:, 0].astype(np.intp)
+    total = np.zeros(k + 1, dtype=np.int64)
+    step = max(1, INDEX_CHUNK_SLOTS // slots.shape[1])
+    for lo in range(0, len(slots), step):
+        total += np.bincount(slots[lo:lo + step].reshape(-1).astype(np.intp), minlength=k + 1)
+    count_hist = np.bincount(counts)                   # counts <= cap <= k
+    total[:len(count_hist)] -= count_hist
+    total[0] -= slots.size - len(counts) - int(counts.sum())
+    return total[:k]
 
 
 def _add_planes(a: list, b: list) -> list:
@@ -248,28 +271,68 @@ def _add_planes(a: list, b: list) -> list:
     return out
 
 
+def _csa(h: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Carry-save adder on bit planes: ``h ← h ⊕ a ⊕ b`` in place; returns the carry
+    ``maj(h, a, b) = a·b + h·(a ⊕ b)``, of twice the weight. ``a``, ``b`` are not modified."""
+    u = a ^ b
+    carry = a & b
+    carry |= np.bitwise_and(h, u)
+    h ^= u
+    return carry
+
+
 def count_words(words: np.ndarray, k: int) -> np.ndarray:
-    """Column sums (int64[k]) of ``uint64[n, W]`` bit rows (bit i of word w is column 64w + i):
-    a carry-save adder tree over groups of ``TREE_ROWS`` rows, then one unpack per bit plane."""
+    """Column sums (int64[k]) of ``uint64[n, W]`` bit rows (bit i of word w is column 64w + i).
+
+    Harley–Seal carry-save counting over L lanes (the largest power of two with
+    ``L·W <= COUNT_BLOCK_WORDS``, so a block stays in cache): the rows are taken 2L at a
+    time (the last block zero-padded) as two planes a, b of weight 1; ``planes[j]`` holds bit j of
+    every (lane, column) running count, and ``planes[j] ← planes[j] ⊕ a ⊕ b`` with the carry
+    ``maj(planes[j], a, b)`` (weight 2^(j+1)) waiting in ``pending[j + 1]`` for a second one,
+    with which it goes one weight up in turn: about 5 word operations per input word, no
+    unpacking. At the end the pending carries are added in (one full adder per weight), the
+    lanes are summed by a pairwise ripple-carry tree (``_add_planes``), and the planes of the
+    final count are unpacked eight at a time into one byte per column (``Σ bit_j·2^j < 256``)."""
     n, w = words.shape
+    lanes = 1 << max(0, (COUNT_BLOCK_WORDS // w).bit_length() - 1)
+    planes, pending = [], [None]
+    for lo in range(0, n, 2 * lanes):
+        block = words[lo:lo + 2 * lanes]
+        if len(block) < 2 * lanes:
+            block = np.concatenate([block, np.zeros((2 * lanes - len(block), w), block.dtype)])
+        a, b, j = block[:lanes], block[lanes:], 0
+        while True:
+            if j == len(planes):
+                planes.append(np.zeros((lanes, w), dtype=np.uint64))
+                pending.append(None)
+            carry = _csa(planes[j], a, b)
+            j += 1
+            if pending[j] is None:
+                pending[j] = carry
+                break
+            a, b, pending[j] = pending[j], carry, None
+    number, carry = [], None
+    for j, extra in enumerate(pending):
+        terms = [t for t in (planes[j] if j < len(planes) else None, extra, carry)
+                 if t is not None]
+        if len(terms) == 3:
+            carry = _csa(*terms)
+        elif len(terms) == 2:
+            carry = terms[0] & terms[1]
+            terms[0] ^= terms[1]
+        else:
+            carry = None
+        if terms:
+            number.append(terms[0])
+    while lanes > 1 and number:
+        lanes //= 2
+        number = _add_planes([p[:lanes] for p in number], [p[lanes:] for p in number])
     total = np.zeros(64 * w, dtype=np.int64)
-    groups = n // TREE_ROWS
-    if groups:
-        planes = [words[:groups * TREE_ROWS].reshape(groups, TREE_ROWS, w)]
-        rows = TREE_ROWS
-        while rows > 1:
-            half = rows // 2
-            a = [pl[:, :half] for pl in planes]
-            b = [pl[:, half:] for pl in planes]
-            planes = _add_planes(a, b)
-            rows = half
-        for j, pl in enumerate(planes):
-            flat = pl.reshape(groups, w).astype("<u8", copy=False)
-            bits = np.unpackbits(flat.view(np.uint8), axis=1, bitorder="little")
-            total += bits.sum(axis=0, dtype=np.int64) << j
-    rest = words[groups * TREE_ROWS:]
-    if len(rest):
-        bits = np.unpackbits(rest.astype("<u8", copy=False).view(np.uint8), axis=1,
-                             bitorder="little")
-        total += bits.sum(axis=0, dtype=np.int64)
+    for lo in range(0, len(number), 8):
+        byte = np.zeros(64 * w, dtype=np.uint8)
+        for j, plane in enumerate(number[lo:lo + 8]):
+            bits = np.unpackbits(plane.astype("<u8", copy=False).view(np.uint8),
+                                 bitorder="little")
+            byte |= np.left_shift(bits, j, out=bits)
+        total += byte.astype(np.int64) << lo
     return total[:k]

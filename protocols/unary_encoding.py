@@ -102,21 +102,21 @@ def flip_bits(packed: np.ndarray, k: int, p2: float, q2: float,
 
 
 def count_bits(packed: np.ndarray, k: int) -> np.ndarray:
-    """Column sums (int64[k]) of packed bit rows: a carry-save adder tree over 64-bit words
-    (``ue_sampler.count_words``), in chunks; no per-report loop."""
+    """Column sums (int64[k]) of packed bit rows by carry-save adders over 64-bit words
+    (``ue_sampler.count_words``); rows whose byte width is not a multiple of 8 are zero-padded
+    in chunks of about ``CHUNK_ELEMENTS`` bits. No per-report loop."""
     packed = np.ascontiguousarray(packed, dtype=np.uint8)
     n, nb = packed.shape
+    if nb % 8 == 0:
+        return ue_sampler.count_words(packed.view("<u8"), k)
     w = (nb + 7) // 8
     total = np.zeros(k, dtype=np.int64)
-    step = max(ue_sampler.TREE_ROWS, (CHUNK_ELEMENTS // (64 * w)) // ue_sampler.TREE_ROWS
-               * ue_sampler.TREE_ROWS)
+    step = max(1, CHUNK_ELEMENTS // (64 * w))
     for lo in range(0, n, step):
         chunk = packed[lo:lo + step]
-        if nb % 8:
-            wide = np.zeros((len(chunk), 8 * w), dtype=np.uint8)
-            wide[:, :nb] = chunk
-            chunk = wide
-        total += ue_sampler.count_words(chunk.view("<u8"), k)
+        wide = np.zeros((len(chunk), 8 * w), dtype=np.uint8)
+        wide[:, :nb] = chunk
+        total += ue_sampler.count_words(wide.view("<u8"), k)
     return total
 
 
@@ -277,10 +277,8 @@ class UnaryEncoding(PackedBitsPayload, SupportCounting):
         if self.encoding == "bitmap":
             acc.counts += count_bits(batch.values, self.k)
         else:
-            step = max(1, CHUNK_ELEMENTS // (1 + self.cap))
-            for lo in range(0, len(batch), step):
-                cnt, idx = self._indices(batch.values[lo:lo + step])
-                acc.counts += ue_sampler.count_indices(idx, cnt, self.k)
+            slots = np.ascontiguousarray(batch.values).view(self._index_dtype)
+            acc.counts += ue_sampler.count_indices(slots, self.k)
         acc.n_block[0] += len(batch)
         return acc
 

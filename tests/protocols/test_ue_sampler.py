@@ -7,7 +7,7 @@
   SIGALRM deadline so a sampler loop that never ends fails instead of hanging.
 * The "indices" encoding's truncation at a forced small cap: the sampled law is the enumerated
   law conditioned on at most cap ones, and that conditioned law is still exactly ε-LDP.
-* Counting: the carry-save tree and the index bincount equal a direct column sum.
+* Counting: the carry-save adders and the index bincount equal a direct column sum.
 Chi-square tests have false-failure probability CHI2_ALPHA = 1e-4 each (fixed seeds).
 """
 import math
@@ -38,6 +38,7 @@ def _tiny_chunks(monkeypatch):
     monkeypatch.setattr(us, "DENSE_CHUNK_WORDS", 7)
     monkeypatch.setattr(ue, "DENSE_BATCH_WORDS", 9)
     monkeypatch.setattr(us, "DENSE_FULL_STEPS", 2)
+    monkeypatch.setattr(us, "DENSE_LOCAL_STEPS", 1)
     monkeypatch.setattr(us, "SPARSE_EXTRA_SD", -3.0)     # too few gaps: the extension loop runs
 
 
@@ -166,10 +167,25 @@ def test_indices_rejections():
     assert (reason == Reason.BAD_LENGTH).all()
 
 
+@pytest.mark.parametrize("block_words", [us.COUNT_BLOCK_WORDS, 64], ids=["lanes", "few-lanes"])
 @pytest.mark.parametrize("k", [7, 64, 131, 1000])
-def test_count_bits_tree_equals_column_sum(k):
+def test_count_bits_equals_column_sum(monkeypatch, k, block_words):
+    # few-lanes: 4 lanes at k = 1000, so 1300 rows run long carry chains through many weights
+    monkeypatch.setattr(us, "COUNT_BLOCK_WORDS", block_words)
     rng = np.random.default_rng(k)
-    for n in (1, 255, 256, 257, 1300):
+    for n in (0, 1, 7, 8, 9, 255, 256, 257, 1300):
         packed = ue.randomize_bits(rng.integers(0, k, n), k, 0.5, 0.3, rng)
         direct = np.unpackbits(packed, axis=1, count=k, bitorder="little").sum(axis=0)
         np.testing.assert_array_equal(ue.count_bits(packed, k), direct)
+    full = np.full((300, (k + 7) // 8), 255, dtype=np.uint8)   # every count at its maximum
+    if k % 8:
+        full[:, -1] = (1 << (k % 8)) - 1
+    np.testing.assert_array_equal(ue.count_bits(full, k), np.full(k, 300))
+
+
+@pytest.mark.parametrize("k,eps", [(300, 5.0), (40, 1.0)])
+def test_indices_count_equals_column_sum(k, eps):
+    proto = OUE(k, eps, encoding="indices")
+    batch = proto.randomize(np.random.default_rng(2).integers(0, k, 700), np.random.default_rng(3))
+    acc = proto.add_reports(proto.create_accumulator(), batch)
+    np.testing.assert_array_equal(acc.counts, proto._bits(batch.values).sum(axis=0))
