@@ -230,7 +230,8 @@ def sparse_chunk_rows(k: int, q: float) -> int:
 def rows_to_packed(ones: np.ndarray, k: int) -> np.ndarray:
     """``sparse_rows``' ones → packed ``uint8[c, ceil(k/8)]`` (LSB first): per row, 32-bit words
     ``Σ 2^(i mod 32)`` over its ones i by one float64 ``bincount`` (distinct powers of two below
-    2^32: exact), ``k // 32 + 1`` words per row so the sentinel k has a word of its own bit."""
+    2^32: exact), ``k // 32 + 1`` words per row: the sentinel k falls in word k // 32, past the
+    packed bytes when 32 | k, and otherwise gets weight 0."""
     c = len(ones)
     w = k // 32 + 1
     weights = np.ldexp(1.0, ones & 31)
