@@ -3,6 +3,11 @@
 Every report carries the fingerprint of the config it was made under; the server rejects reports of
 any other fingerprint. The fingerprint is the first 16 hex digits of SHA-256 over the canonical JSON
 (sorted keys, no whitespace, floats in ``repr`` form) of ``{protocol, params, schema_version}``.
+
+``schema_version`` is the report schema version the collection needs: 2 for a protocol whose
+reports name their attribute (``protocol.wire_attributes`` > 0; report.avsc's ``attribute`` field,
+added in version 2), else 1. It defaults to that minimum, so every config made before version 2
+keeps its fingerprint; a config may state 2 for any protocol, never less than its protocol needs.
 """
 from __future__ import annotations
 
@@ -15,9 +20,15 @@ from typing import Any
 
 from privfreq.protocols.base import FrequencyProtocol, get_protocol_class
 
-__all__ = ["SCHEMA_VERSION", "CollectionConfig"]
+__all__ = ["SCHEMA_VERSION", "SCHEMA_VERSIONS", "CollectionConfig", "needed_schema_version"]
 
-SCHEMA_VERSION = 1  # version of schemas/report.avsc this code writes and reads
+
+def needed_schema_version(protocol: FrequencyProtocol) -> int:
+    """The oldest report schema version that can carry ``protocol``'s reports."""
+    return 2 if protocol.wire_attributes else 1
+
+SCHEMA_VERSION = 2  # newest version of schemas/report.avsc this code writes and reads
+SCHEMA_VERSIONS = (1, 2)  # every version a config may state
 
 
 @dataclass(frozen=True)
@@ -26,14 +37,22 @@ class CollectionConfig:
 
     protocol_id: str
     params: dict[str, Any]
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int | None = None  # None: the protocol's needed_schema_version
 
     def __post_init__(self):
-        if self.schema_version != SCHEMA_VERSION:
-            raise ValueError(f"CollectionConfig: schema_version must be {SCHEMA_VERSION}, "
-                             f"got {self.schema_version!r}")
+        v = self.schema_version
+        if v is not None and (not isinstance(v, (int, float)) or v not in SCHEMA_VERSIONS):
+            raise ValueError(f"CollectionConfig: schema_version must be one of "
+                             f"{list(SCHEMA_VERSIONS)}, got {v!r}")
         # Fail fast: building the protocol validates the id and every parameter.
-        self.protocol  # noqa: B018
+        needed = needed_schema_version(self.protocol)
+        if v is None:
+            object.__setattr__(self, "schema_version", needed)
+        elif v < needed:
+            raise ValueError(f"CollectionConfig: schema_version {v!r} cannot carry protocol "
+                             f"{self.protocol_id!r}, whose reports name their attribute (report "
+                             f"field 'attribute', schema version {needed}); state "
+                             f"schema_version {needed} or leave it out")
 
     @classmethod
     def of(cls, protocol: FrequencyProtocol) -> "CollectionConfig":
@@ -63,7 +82,10 @@ class CollectionConfig:
             raise ValueError(f"CollectionConfig: unknown field(s) {sorted(unknown)}")
         if not isinstance(d["params"], dict):
             raise ValueError("CollectionConfig: params must be a JSON object")
-        cfg = cls(d["protocol"], dict(d["params"]), d.get("schema_version", SCHEMA_VERSION))
+        if "schema_version" in d and d["schema_version"] is None:
+            raise ValueError(f"CollectionConfig: schema_version must be one of "
+                             f"{list(SCHEMA_VERSIONS)}, got None")
+        cfg = cls(d["protocol"], dict(d["params"]), d.get("schema_version"))
         if "fingerprint" in d and d["fingerprint"] != cfg.fingerprint:
             raise ValueError(f"CollectionConfig: stored fingerprint {d['fingerprint']!r} does not "
                              f"match the content ({cfg.fingerprint})")

@@ -6,7 +6,9 @@ ranges into :class:`ReportColumns` batches. Beam-free (numpy, fastavro).
 range resynchronises on the first sync marker at or after ``start`` (as Beam's ``AvroSource``
 does). Reading a file in any number of ranges therefore gives exactly the records of reading it
 whole. Records of a block are decoded vectorized when the block is a run of records of one byte
-layout (what ``privfreq encode`` writes; checked byte-exactly per record), otherwise by
+layout (what ``privfreq encode`` writes: the five version-1 fields, then optionally ``round``
+and/or ``attribute``, whose bytes are part of the layout; checked byte-exactly per record),
+otherwise by
 ``fastavro`` record by record (which also reads the optional ``event_time`` field into
 ``ReportColumns.event_ms``). A block that cannot be decoded (truncated, corrupt, unsupported codec)
 is salvaged: its records are decoded in order until the damage (null codec as stored; deflate
@@ -20,7 +22,9 @@ header is, is one ``UNREADABLE_FILE`` region counting one report (its count is u
 
 **Writing.** :func:`write_avro_reports`: the header from fastavro (schema, codec, random sync
 marker), the blocks assembled with numpy from ``(block, seeds, payloads)`` pieces, blocks of about
-:data:`AVRO_BLOCK_BYTES`. Any Avro reader reads the file.
+:data:`AVRO_BLOCK_BYTES`; every record may also carry a ``round`` and, for a protocol with
+attributes, its ``attribute`` with the inner block in ``block`` (``wire_blocks``). Any Avro reader
+reads the file.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ import fastavro
 import numpy as np
 
 from privfreq import schemas
-from privfreq.schemas.columns import RAW_LIMIT, Builder, ReportColumns, Unreadable
+from privfreq.schemas.columns import NO_ATTRIBUTE, RAW_LIMIT, Builder, ReportColumns, Unreadable
 
 __all__ = ["AVRO_BLOCK_BYTES", "AVRO_MAGIC", "MIN_RECORD_BYTES", "REPORT_FIELDS", "decode_report_record",
            "encode_report", "fast_path_ok", "read_avro_range", "write_avro_reports",
@@ -81,19 +85,30 @@ def fast_path_ok(writer_schema: dict) -> bool:
                for name, ok in REPORT_FIELDS.items())
 
 
-def _layout_ok(writer_schema: dict) -> bool | str:
-    """True when the writer schema is exactly the report fields, in order; ``"round"`` when they
-    are followed by ``round: ["null", "long"]`` (what ``encode --round`` writes); both decode
-    vectorized. False otherwise."""
+# The optional fields that may follow the report fields in a vectorized layout (report.avsc
+# order), each a union of null and one integer type, either branch first.
+_TAIL_FIELDS = schemas.REPORT_TAIL_FIELDS
+_TAIL_UNIONS = tuple([a, b] for t in ("long", "int") for a, b in (("null", t), (t, "null")))
+
+
+def _layout_ok(writer_schema: dict) -> tuple | None:
+    """The layout's tail when the writer schema decodes vectorized: the report fields in order,
+    then any of ``round``, ``attribute`` (in that order), each ``["null", "long"|"int"]`` (either
+    branch first) -- what the batch writers write. The tail is ``((name, union), ...)``, ``()``
+    for the version-1 fields alone; None when the schema is anything else (fastavro decodes it)."""
     if not fast_path_ok(writer_schema):
-        return False
-    names = tuple(f["name"] for f in writer_schema["fields"])
-    if names == _FIELD_ORDER:
-        return True
-    if names == _FIELD_ORDER + ("round",) and \
-            writer_schema["fields"][-1]["type"] in (["null", "long"], ["long", "null"]):
-        return "round"
-    return False
+        return None
+    fields = writer_schema["fields"]
+    names = tuple(f["name"] for f in fields)
+    if names[:len(_FIELD_ORDER)] != _FIELD_ORDER:
+        return None
+    tail = fields[len(_FIELD_ORDER):]
+    tail_names = tuple(f["name"] for f in tail)
+    if tail_names not in ((), ("round",), ("attribute",), _TAIL_FIELDS):
+        return None
+    if any(f["type"] not in _TAIL_UNIONS for f in tail):
+        return None
+    return tuple((f["name"], list(f["type"])) for f in tail)
 
 # ----- varints (zigzag longs) --------------------------------------------------------------------
 def zigzag_varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,9 +152,7 @@ class _Header:
         self.codec = meta.get("avro.codec", b"null").decode("ascii", "replace")
         self.writer_schema = json.loads(meta["avro.schema"].decode("utf-8"))
         self.parsed_schema = fastavro.parse_schema(self.writer_schema)
-        self.layout = _layout_ok(self.writer_schema)
-        self.round_union = (self.writer_schema["fields"][-1]["type"]
-                            if self.layout == "round" else None)
+        self.layout = _layout_ok(self.writer_schema)  # tail fields, or None: fastavro decodes
         self.fast = fast_path_ok(self.writer_schema)
 
 
@@ -227,7 +240,10 @@ def _varint_values(m: np.ndarray, col: int, width: int) -> np.ndarray:
     return ((u >> np.uint64(1)) ^ (np.uint64(0) - (u & np.uint64(1)))).view(np.int64)
 
 
-def _decode_layout_runs(data: bytes, count: int, b: Builder, round_union=None) -> bool:
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _decode_layout_runs(data: bytes, count: int, b: Builder, tail: tuple = ()) -> bool:
     """Decode a block's records as runs of one byte layout, vectorized; False (builder untouched)
     when the block is not made of such runs (then fastavro decodes it).
 
@@ -236,8 +252,9 @@ def _decode_layout_runs(data: bytes, count: int, b: Builder, round_union=None) -
     the run iff its string and payload-length bytes equal the template's and its block and seed
     bytes are each one varint of the template's width -- then, by the Avro grammar, it is exactly
     one record of that length, so the run's records start every ``length`` bytes.
-    ``round_union``: the writer's ``round`` union branches (e.g. ``["null", "long"]``) when the
-    records end with it; its bytes then belong to the template too (one round per run).
+    ``tail``: the optional fields after ``payload`` (``_layout_ok``), ``((name, union
+    branches), ...)``; their bytes belong to the template too (one round and one attribute per
+    run).
     """
     d = np.frombuffer(data, dtype=np.uint8)
     pieces = []
@@ -264,17 +281,19 @@ def _decode_layout_runs(data: bytes, count: int, b: Builder, round_union=None) -
                 return False
             fp = data[fp_at:fp_at + n_fp].decode("utf-8")
             proto = data[pr_at:pr_at + n_pr].decode("utf-8")
-            tail_at = p + w
-            rnd = None
-            if round_union is not None:
-                branch, q = _varint(data, tail_at)
+            tail_at = q = p + w
+            extra = {}  # tail field -> its value in this run (absent: null)
+            for name, union in tail:
+                branch, q = _varint(data, q)
                 if branch not in (0, 1):
                     return False
-                if round_union[branch] == "long":
-                    rnd, q = _varint(data, q)
-                n_tail = q - tail_at
-            else:
-                n_tail = 0
+                if union[branch] != "null":
+                    v, q = _varint(data, q)
+                    if not _INT64_MIN <= v <= _INT64_MAX or (
+                            name == "attribute" and v == NO_ATTRIBUTE):
+                        return False  # not an int64 (or the null marker): fastavro judges it
+                    extra[name] = v
+            n_tail = q - tail_at
         except (IndexError, ValueError):
             return False
         length = tail_at + n_tail - pos
@@ -307,17 +326,19 @@ def _decode_layout_runs(data: bytes, count: int, b: Builder, round_union=None) -
             return False
         m = d[pos:pos + run * length].reshape(run, length)
         pieces.append((fp, proto, _varint_values(m, hdr, nb), _varint_values(m, hdr + nb, ns),
-                       w, m[:, wt - w:wt], rnd))
+                       w, m[:, wt - w:wt], extra))
         pos += run * length
         done += run
     if pos != len(data):
         return False  # trailing bytes: not a well-formed block; let fastavro judge it
-    for fp, proto, blocks, seeds, w, payload, rnd in pieces:
+    for fp, proto, blocks, seeds, w, payload, extra in pieces:
         k = len(blocks)
+        rnd, attr = extra.get("round"), extra.get("attribute")
         b.add_columns(np.full(k, b.fp.code(fp), dtype=np.int32),
                       np.full(k, b.proto.code(proto), dtype=np.int32), blocks, seeds,
                       np.full(k, w, dtype=np.int64), payload.reshape(-1),
-                      round_=None if rnd is None else np.full(k, rnd, dtype=np.int64))
+                      round_=None if rnd is None else np.full(k, rnd, dtype=np.int64),
+                      attribute=None if attr is None else np.full(k, attr, dtype=np.int64))
     return True
 
 
@@ -485,8 +506,8 @@ def read_avro_range(fo: BinaryIO, source: str, batch_rows: int, start: int = 0,
             data = _decompress(header.codec, raw[:nbytes])
             next_marker = block_at + p + nbytes
             builder.segment(block_at)
-            if not (header.layout and _decode_layout_runs(data, count, builder,
-                                                          header.round_union)):
+            if not (header.layout is not None and _decode_layout_runs(data, count, builder,
+                                                                      header.layout)):
                 builder.add_records(_decode_records(data, count, header), header.fast)
         except Exception as e:  # noqa: BLE001  (damaged block: salvage, skip to the next marker)
             builder.drop_block(block_at)
@@ -502,19 +523,34 @@ def read_avro_range(fo: BinaryIO, source: str, batch_rows: int, start: int = 0,
 
 
 def encode_report(record: dict) -> bytes:
-    """A report record encoded schemaless with ``report.avsc`` (for dead letters)."""
+    """A report record encoded schemaless (for dead letters): the version-1 fields
+    (``schemas.report_schema()``), followed by ``attribute`` when the record has a non-null one
+    (``schemas.report_schema_with(attribute=True)``); other optional fields are not kept."""
     buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, schemas.report_schema(), record)
+    schema = schemas.report_schema() if record.get("attribute") is None else \
+        schemas.report_schema_with(attribute=True)
+    fastavro.schemaless_writer(buf, schema, record)
     return buf.getvalue()
 
 
 def decode_report_record(data: bytes) -> dict:
-    """One schemaless version-1 report record (``schemas.report_schema()``); ``ValueError`` when
-    ``data`` is not exactly one such record."""
+    """One schemaless report record as :func:`encode_report` writes it: the version-1 fields
+    (``schemas.report_schema()``), optionally followed by ``attribute``
+    (``schemas.report_schema_with(attribute=True)``: the bytes after the version-1 fields tell
+    which); ``ValueError`` when ``data`` is not exactly one such record."""
     bio = io.BytesIO(data)
     rec = fastavro.schemaless_reader(bio, schemas.report_schema(), None)
     if bio.tell() != len(data):
-        raise ValueError(f"{len(data) - bio.tell()} bytes left after the record")
+        left = len(data) - bio.tell()
+        bio = io.BytesIO(data)
+        try:
+            rec = fastavro.schemaless_reader(bio, schemas.report_schema_with(attribute=True),
+                                             None)
+            exact = bio.tell() == len(data)
+        except Exception:  # noqa: BLE001  (the rest is not an attribute)
+            exact = False
+        if not exact:
+            raise ValueError(f"{left} bytes left after the record")
     return rec
 
 
@@ -557,17 +593,33 @@ def _avro_records(prefix: bytes, j: int, seeds: np.ndarray, payload: np.ndarray,
     return matrix[keep].tobytes()  # row-major: each record's kept bytes, in order
 
 
+def _union_branch(name: str) -> bytes:
+    """The union-branch bytes of a non-null value of report.avsc's optional field ``name``."""
+    field = next(f for f in schemas.load_json(schemas.REPORT)["fields"] if f["name"] == name)
+    return _varint_bytes(next(i for i, t in enumerate(field["type"]) if t != "null"))
+
+
+def _piece_wire(wire_blocks, j: int) -> tuple[int, int]:
+    """``(attribute, inner block)`` of flat block ``j`` through a ``wire_blocks`` callable."""
+    attr, inner = wire_blocks(np.array([j], dtype=np.int64))
+    return int(np.asarray(attr).reshape(-1)[0]), int(np.asarray(inner).reshape(-1)[0])
+
+
 def write_avro_reports(fo: BinaryIO, fingerprint: str, protocol_id: str, pieces: Iterable,
                        codec: str = "null", block_bytes: int = AVRO_BLOCK_BYTES,
-                       round_: int | None = None) -> int:
+                       round_: int | None = None, wire_blocks=None) -> int:
     """An Avro object container of report.avsc records from ``(block j, seeds int64[r],
-    payloads uint8[r, width_j])`` pieces; returns the record count. Without ``round_`` the
-    version-1 fields; with it, every record also carries ``round = round_``
-    (``schemas.report_schema_with_round``)."""
+    payloads uint8[r, width_j])`` pieces; returns the record count. Without ``round_`` and
+    ``wire_blocks`` the version-1 fields. With ``round_``, every record also carries ``round =
+    round_``. With ``wire_blocks`` (a protocol with attributes: ``protocol.wire_block``, flat
+    blocks -> ``(attribute, inner block)`` arrays), ``j`` is the flat block and each record
+    carries its ``attribute`` and, in ``block``, the inner block. Writer schema:
+    ``schemas.report_schema_with(round_ given, wire_blocks given)``."""
     if codec not in ("null", "deflate"):
         raise ValueError(f"codec: must be 'null' or 'deflate', got {codec!r}")
     header = io.BytesIO()
-    schema = schemas.report_schema() if round_ is None else schemas.report_schema_with_round()
+    schema = schemas.report_schema_with(round_=round_ is not None,
+                                        attribute=wire_blocks is not None)
     fastavro.writer(header, schema, [], codec=codec)
     head = header.getvalue()
     sync = head[-SYNC_SIZE:]
@@ -583,13 +635,24 @@ def write_avro_reports(fo: BinaryIO, fingerprint: str, protocol_id: str, pieces:
             data = c.compress(data) + c.flush()
         fo.write(_varint_bytes(count) + _varint_bytes(len(data)) + data + sync)
 
-    # the round as a union branch 1 ("long") then its varint: a constant suffix of every record
-    suffix = b"" if round_ is None else _varint_bytes(1) + _varint_bytes(int(round_))
-    for j, seeds, payload in row_chunks(pieces, lambda w: len(prefix) + 14 + w + len(suffix),
-                                        block_bytes):
+    # the round as its union branch ("long") then its varint: a constant suffix of every record;
+    # the attribute (union branch "int", then its varint) follows it, constant per piece
+    suffix = b"" if round_ is None else _union_branch("round") + _varint_bytes(int(round_))
+    attr_branch = _union_branch("attribute")
+    wire: dict[int, tuple[int, bytes]] = {}  # flat block -> (inner block, attribute bytes)
+    for j, seeds, payload in row_chunks(
+            pieces, lambda w: len(prefix) + 14 + w + len(suffix) + 6 * (wire_blocks is not None),
+            block_bytes):
         if not len(seeds):
             continue
-        chunk = _avro_records(prefix, j, seeds, payload, suffix)
+        if wire_blocks is None:
+            chunk = _avro_records(prefix, j, seeds, payload, suffix)
+        else:
+            if j not in wire:
+                attr, inner = _piece_wire(wire_blocks, j)
+                wire[j] = inner, attr_branch + _varint_bytes(attr)
+            inner, attr_bytes = wire[j]
+            chunk = _avro_records(prefix, inner, seeds, payload, suffix + attr_bytes)
         pending.append(chunk)
         count += len(seeds)
         size += len(chunk)

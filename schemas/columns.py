@@ -16,7 +16,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["NO_EVENT_TIME", "NO_ROUND", "RAW_LIMIT", "Builder", "ReportColumns", "Unreadable", "object_array"]
+__all__ = ["NO_ATTRIBUTE", "NO_EVENT_TIME", "NO_ROUND", "RAW_LIMIT", "Builder", "ReportColumns",
+           "Unreadable", "object_array"]
 
 # The undecodable remainder of a file kept in a dead letter is capped: the dead letter is for a
 # human to inspect, and a multi-GB corrupt tail must not become one multi-GB Avro record.
@@ -25,6 +26,11 @@ RAW_LIMIT = 1 << 20
 NO_EVENT_TIME = np.iinfo(np.int64).min
 # ``ReportColumns.round`` of a row without a round (the ``round`` field null/absent).
 NO_ROUND = np.iinfo(np.int64).min
+# ``ReportColumns.attribute`` of a row without an attribute (the ``attribute`` field null/absent).
+# int64 min, not -1: a written attribute of -1 must stay a (non-null, out-of-range) attribute, so
+# that a protocol without attributes rejects it; a written attribute equal to this value makes its
+# row malformed (it could not be told from null).
+NO_ATTRIBUTE = np.iinfo(np.int64).min
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 @dataclass
@@ -87,6 +93,9 @@ class ReportColumns:
     event_ms: np.ndarray | None = None
     # int64[n] report rounds (NO_ROUND where a row has none), or None when no row has one.
     round: np.ndarray | None = None
+    # int64[n] report attribute indices, as written (NO_ATTRIBUTE where a row has none; ``block``
+    # is then the inner block within it), or None when no row has one.
+    attribute: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.block)
@@ -109,10 +118,14 @@ class ReportColumns:
         return self.payload_data[self.payload_offsets[i]:self.payload_offsets[i + 1]].tobytes()
 
     def record(self, i: int) -> dict[str, Any]:
-        return {"config_fingerprint": self.fp_values[self.fp_codes[i]],
-                "protocol": self.proto_values[self.proto_codes[i]],
-                "block": int(self.block[i]), "seed": int(self.seed[i]),
-                "payload": self.payload_bytes(i)}
+        """Row ``i`` as a report record (with ``attribute`` only when the row has one)."""
+        rec = {"config_fingerprint": self.fp_values[self.fp_codes[i]],
+               "protocol": self.proto_values[self.proto_codes[i]],
+               "block": int(self.block[i]), "seed": int(self.seed[i]),
+               "payload": self.payload_bytes(i)}
+        if self.attribute is not None and self.attribute[i] != NO_ATTRIBUTE:
+            rec["attribute"] = int(self.attribute[i])
+        return rec
 
     def locate(self, i: int) -> str:
         """Where row ``i`` came from, independent of batching and splitting."""
@@ -144,7 +157,8 @@ class ReportColumns:
             offsets - offsets[0], self.payload_data[offsets[0]:offsets[-1]],
             {i - lo: v for i, v in self.malformed.items() if lo <= i < hi}, None, segments,
             None if self.event_ms is None else self.event_ms[lo:hi],
-            None if self.round is None else self.round[lo:hi])
+            None if self.round is None else self.round[lo:hi],
+            None if self.attribute is None else self.attribute[lo:hi])
 
     @classmethod
     def from_records(cls, records: list, source: str = "<memory>", first_index: int = 0,
@@ -171,6 +185,15 @@ def _event_ms(value) -> int:
 def _round_of(rec) -> int:
     v = rec.get("round") if isinstance(rec, dict) else None
     return int(v) if _is_int(v) else NO_ROUND
+
+
+def _attribute_of(rec) -> int | None:
+    """The attribute of a record: NO_ATTRIBUTE when null/absent, None when it is not a valid
+    one (not an integer, beyond int64, or the NO_ATTRIBUTE value itself)."""
+    v = rec.get("attribute") if isinstance(rec, dict) else None
+    if v is None:
+        return NO_ATTRIBUTE
+    return int(v) if _is_int(v) and v != NO_ATTRIBUTE else None
 
 
 def _is_int(v) -> bool:
@@ -232,6 +255,7 @@ class Builder:
         self.lengths, self.data = [], []   # per piece: int64 payload lengths, uint8 buffer
         self.event_ms: list = []           # per piece: int64 event times or None
         self.round: list = []              # per piece: int64 rounds or None
+        self.attribute: list = []          # per piece: int64 attributes or None
         self.malformed: dict[int, tuple[bytes, str]] = {}
         self.segments: list[tuple[int, int, int]] = []
 
@@ -259,13 +283,15 @@ class Builder:
         off = cols.payload_offsets
         self.add_columns(fp_map[cols.fp_codes], pr_map[cols.proto_codes], cols.block, cols.seed,
                          np.diff(off), cols.payload_data[off[0]:off[-1]], cols.malformed,
-                         cols.event_ms, cols.round)
+                         cols.event_ms, cols.round, cols.attribute)
 
     def add_columns(self, fp_codes, proto_codes, block, seed, lengths, data,
                     malformed: dict | None = None, event_ms: np.ndarray | None = None,
-                    round_: np.ndarray | None = None) -> None:
+                    round_: np.ndarray | None = None,
+                    attribute: np.ndarray | None = None) -> None:
         """Add a piece: codes already from ``self.fp``/``self.proto``; ``data`` holds exactly the
-        concatenated payloads of the piece; ``event_ms`` / ``round_`` None when it has none."""
+        concatenated payloads of the piece; ``event_ms`` / ``round_`` / ``attribute`` None when
+        it has none."""
         if malformed:
             for i, v in malformed.items():
                 self.malformed[self.n + i] = v
@@ -277,6 +303,7 @@ class Builder:
         self.data.append(data)
         self.event_ms.append(event_ms)
         self.round.append(round_)
+        self.attribute.append(attribute)
         self.n += len(block)
 
     def add_records(self, records: list, fast: bool) -> None:
@@ -315,12 +342,24 @@ class Builder:
         round_ = None
         if any(r != NO_ROUND for r in rounds):
             round_ = np.array(rounds, dtype=np.int64).reshape(n)
+        attrs = [_attribute_of(r) for r in records]
+        attribute = None
+        if any(a != NO_ATTRIBUTE for a in attrs):
+            for i, a in enumerate(attrs):
+                if a is None:
+                    if i not in malformed:
+                        rec = records[i]
+                        malformed[i] = (repr(rec).encode("utf-8", "replace"),
+                                        f"field 'attribute' has an invalid value "
+                                        f"{rec['attribute']!r}")
+                    attrs[i] = NO_ATTRIBUTE
+            attribute = np.array(attrs, dtype=np.int64).reshape(n)
         self.add_columns(self.fp.codes(fps), self.proto.codes(protos),
                          np.array(blocks, dtype=np.int64).reshape(n),
                          np.array(seeds, dtype=np.int64).reshape(n),
                          np.fromiter(map(len, payloads), dtype=np.int64, count=n),
                          np.frombuffer(b"".join(payloads), dtype=np.uint8), malformed, event_ms,
-                         round_)
+                         round_, attribute)
 
     def flush(self, unreadable: Unreadable | None = None) -> ReportColumns:
         def cat(parts, dtype):
@@ -340,13 +379,17 @@ class Builder:
         if any(r is not None for r in self.round):
             round_ = cat([np.full(len(b), NO_ROUND, dtype=np.int64) if r is None else r
                           for b, r in zip(self.block, self.round)], np.int64)
+        attribute = None
+        if any(a is not None for a in self.attribute):
+            attribute = cat([np.full(len(b), NO_ATTRIBUTE, dtype=np.int64) if a is None else a
+                             for b, a in zip(self.block, self.attribute)], np.int64)
         out = ReportColumns(self.source, self.first_index, self.fp.values(),
                             cat(self.fp_codes, np.int32), self.proto.values(),
                             cat(self.proto_codes, np.int32), cat(self.block, np.int64),
                             cat(self.seed, np.int64), offsets, cat(self.data, np.uint8),
                             self.malformed, unreadable,
                             list(self.segments) if self.with_segments else None, event_ms,
-                            round_)
+                            round_, attribute)
         self.first_index += n
         self._reset()
         return out

@@ -7,6 +7,7 @@ Row groups are the unit of splitting: a reader is given a range of row-group ind
 batch by batch with pyarrow (the two string columns straight from their Parquet dictionaries, the
 payload column as Arrow's offsets + data buffers) and builds :class:`ReportColumns` without touching
 a row in Python. Locations are ``path#row`` (the file-wide row index, known from the footer).
+The optional nullable columns ``round`` and ``attribute`` (any integer type) are read when present.
 
 Hostile files never crash the job:
 
@@ -17,7 +18,8 @@ Hostile files never crash the job:
   them;
 * a missing or wrongly typed column (e.g. ``block`` as text) makes every row of the file
   ``malformed`` (one dead letter each, naming the column); a null in a row makes that row
-  ``malformed``; an integer beyond int64 (``uint64``) likewise.
+  ``malformed``; an integer beyond int64 (``uint64``) likewise, and an ``attribute`` of int64
+  min (it could not be told from a null one).
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ import pyarrow.parquet as pq
 
 from privfreq import schemas
 from privfreq.schemas.avro import row_chunks
-from privfreq.schemas.columns import NO_ROUND, RAW_LIMIT, ReportColumns, Unreadable, object_array
+from privfreq.schemas.columns import (NO_ATTRIBUTE, NO_ROUND, RAW_LIMIT, ReportColumns, Unreadable,
+                                      object_array)
 
 __all__ = ["MAX_ROW_GROUP_ROWS", "PARQUET_MAGIC", "PARQUET_ROW_GROUP_BYTES", "read_parquet_range",
            "write_parquet_reports"]
@@ -46,6 +49,7 @@ MAX_ROW_GROUP_ROWS = 1 << 20
 _STRINGS = ("config_fingerprint", "protocol")
 _INTS = ("block", "seed")
 _COLUMNS = ("config_fingerprint", "protocol", "block", "seed", "payload")
+_OPTIONAL = ("round", "attribute")  # optional nullable integer columns, read when present
 
 
 def _unreadable(fo: BinaryIO, offset: int, err: BaseException, what: str) -> Unreadable:
@@ -66,7 +70,7 @@ def _type_problem(name: str, t: pa.DataType) -> str | None:
         t = t.value_type
     if name in _STRINGS:
         ok = pa.types.is_string(t) or pa.types.is_large_string(t)
-    elif name in _INTS or name == "round":
+    elif name in _INTS or name in _OPTIONAL:
         ok = pa.types.is_integer(t)
     else:
         ok = (pa.types.is_binary(t) or pa.types.is_large_binary(t)
@@ -168,6 +172,20 @@ def _columns(batch: pa.RecordBatch, source: str, first: int,
                 (b_null, "field 'block' is null"), (b_big, "field 'block' is beyond int64"),
                 (s_null, "field 'seed' is null"), (s_big, "field 'seed' is beyond int64"),
                 (p_null, "field 'payload' is null")]
+    attribute = None
+    if "attribute" in batch.schema.names:  # optional (report.avsc's attribute); null: NO_ATTRIBUTE
+        a, a_null, a_big = _ints(batch.column("attribute"))  # nulls read as 0
+        # A written int64 min could not be told from null, and a uint64 beyond int64 wraps: the
+        # row is malformed (its placeholder value then never matters).
+        bad = a == NO_ATTRIBUTE
+        if a_big is not None:
+            bad |= a_big
+        problems.append((bad if bad.any() else None,
+                         "field 'attribute' is beyond int64 (or int64 min)"))
+        if a_null is not None:
+            a = a.copy()
+            a[a_null] = NO_ATTRIBUTE
+        attribute = a if (a != NO_ATTRIBUTE).any() else None
     malformed = {}
     if any(m is not None for m, _ in problems):
         why = np.full(n, "", dtype=object)
@@ -189,7 +207,7 @@ def _columns(batch: pa.RecordBatch, source: str, first: int,
                                                            else False)] = NO_ROUND
         round_ = r
     return ReportColumns(source, first, fp_values, fp_codes, pr_values, pr_codes, block, seed,
-                         offsets, data, malformed, round=round_)
+                         offsets, data, malformed, round=round_, attribute=attribute)
 
 
 def _row_group_offset(md, i: int) -> int:
@@ -229,11 +247,12 @@ def read_parquet_range(fo: BinaryIO, source: str, batch_rows: int, first_group: 
             problem = _type_problem(c, arrow_schema.field(c).type)
             if problem:
                 break
-    if problem is None and "round" in names:
-        problem = _type_problem("round", arrow_schema.field("round").type)
+    for c in _OPTIONAL:
+        if problem is None and c in names:
+            problem = _type_problem(c, arrow_schema.field(c).type)
     columns = [c for c in _COLUMNS if c in names] if problem else list(_COLUMNS)
-    if problem is None and "round" in names:
-        columns.append("round")
+    if problem is None:
+        columns += [c for c in _OPTIONAL if c in names]
     first = sum(md.row_group(i).num_rows for i in range(first_group))
     for g in range(first_group, end_group):
         rows_g = md.row_group(g).num_rows
@@ -259,13 +278,18 @@ def read_parquet_range(fo: BinaryIO, source: str, batch_rows: int, first_group: 
 
 def write_parquet_reports(path: str, fingerprint: str, protocol_id: str, pieces: Iterable,
                           row_group_bytes: int = PARQUET_ROW_GROUP_BYTES,
-                          round_: int | None = None) -> int:
+                          round_: int | None = None, wire_blocks=None) -> int:
     """A Parquet file of ``schemas.REPORT_PARQUET_SCHEMA`` rows from ``(block j, seeds int64[r],
     payloads uint8[r, width_j])`` pieces (vectorized); returns the row count. One ``write_table``
     per row group. With ``round_`` the optional ``round`` column is appended (every row
-    ``round_``)."""
-    schema = schemas.REPORT_PARQUET_SCHEMA if round_ is None else \
-        schemas.REPORT_PARQUET_SCHEMA.append(schemas.REPORT_PARQUET_ROUND_FIELD)
+    ``round_``). With ``wire_blocks`` (a protocol with attributes: ``protocol.wire_block``, flat
+    blocks -> ``(attribute, inner block)`` arrays), ``j`` is the flat block: the ``attribute``
+    column is appended (after ``round``) and ``block`` holds the inner block."""
+    schema = schemas.REPORT_PARQUET_SCHEMA
+    if round_ is not None:
+        schema = schema.append(schemas.REPORT_PARQUET_ROUND_FIELD)
+    if wire_blocks is not None:
+        schema = schema.append(schemas.REPORT_PARQUET_ATTRIBUTE_FIELD)
     fp_dict = pa.array([fingerprint], pa.string())
     pid_dict = pa.array([protocol_id], pa.string())
     total = 0
@@ -288,15 +312,19 @@ def write_parquet_reports(path: str, fingerprint: str, protocol_id: str, pieces:
                 pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
             ).cast(pa.binary())
         zeros = pa.array(np.zeros(n, dtype=np.int32))
+        block = np.concatenate([np.full(len(s), j, dtype=np.int64) for j, s, _ in pending])
+        if wire_blocks is not None:
+            attribute, block = (np.asarray(a, dtype=np.int32) for a in wire_blocks(block))
         arrays = [
             pa.DictionaryArray.from_arrays(zeros, fp_dict),
             pa.DictionaryArray.from_arrays(zeros, pid_dict),
-            pa.array(np.concatenate([np.full(len(s), j, dtype=np.int32)
-                                     for j, s, _ in pending])),
+            pa.array(block.astype(np.int32, copy=False)),
             pa.array(np.concatenate([s for _, s, _ in pending])),
             payload]
         if round_ is not None:
             arrays.append(pa.array(np.full(n, round_, dtype=np.int64)))
+        if wire_blocks is not None:
+            arrays.append(pa.array(attribute))
         table = pa.Table.from_arrays(arrays, schema=schema)
         writer.write_table(table, row_group_size=max(n, 1))
 

@@ -5,10 +5,16 @@ rejected (counted by reason; a dead letter on the ``invalid`` output), so ``acce
 read`` per batch. A rejected record is one dead letter; an unreadable file region is one dead
 letter (its raw bytes) that counts every report the region declares and lost
 (``ReportColumns.unreadable``; ``stats["regions"]`` counts the regions).
-Checks, in order, first failure wins: malformed record, fingerprint, protocol id, block range, seed
-range, payload length for the block, then ``protocol.decode_payloads`` (value range, duplicates,
-bitmap weight and padding), then the round (``ROUND_OUT_OF_RANGE``: negative, or outside the
-run's ``rounds`` range when one is given; a report without a round is never rejected for it).
+Checks, in order, first failure wins: malformed record, fingerprint, protocol id, the attribute
+(``ATTRIBUTE_OUT_OF_RANGE``: for a protocol whose reports name their attribute,
+``protocol.wire_attributes`` = d > 0, a report without one or with one outside ``[0, d)``; for any
+other protocol, a report with one), block range (for a protocol with attributes, ``block`` is the
+inner block within the attribute, mapped to the protocol's flat block by ``protocol.flat_block``;
+out of the attribute's range -> ``BLOCK_OUT_OF_RANGE``; every later check and the accepted
+``ReportBatch`` use the flat block), seed range, payload length for the block, then
+``protocol.decode_payloads`` (value range, duplicates, bitmap weight and padding), then the round
+(``ROUND_OUT_OF_RANGE``: negative, or outside the run's ``rounds`` range when one is given; a
+report without a round is never rejected for it).
 With ``by_round`` the valid reports that carry a round are also emitted on the ``ROUNDS`` output as
 ``(round, ReportBatch)`` (one per round present in a batch), for per-round estimates.
 """
@@ -23,7 +29,7 @@ from apache_beam.metrics import Metrics
 from privfreq.protocols.base import Reason, ReportBatch
 from privfreq.protocols.config import CollectionConfig
 from privfreq.schemas.avro import encode_report
-from privfreq.schemas.columns import NO_ROUND, ReportColumns
+from privfreq.schemas.columns import NO_ATTRIBUTE, NO_ROUND, ReportColumns
 
 __all__ = ["INVALID", "METRICS_NAMESPACE", "ROUNDS", "STATS", "ParseReports", "merge_stats",
            "parse_columns", "empty_stats", "round_batches"]
@@ -84,13 +90,24 @@ def parse_columns(cols: ReportColumns, config: CollectionConfig,
     if len(cols.proto_values):
         reject(~(cols.proto_values == protocol.protocol_id).astype(bool)[cols.proto_codes],
                Reason.PROTOCOL_MISMATCH)
-    reject((cols.block < 0) | (cols.block >= nb), Reason.BLOCK_OUT_OF_RANGE)
+    block = cols.block
+    attr = cols.attribute
+    d = protocol.wire_attributes
+    if d:  # the report names its attribute; block is the inner block within it
+        if attr is None:
+            reject(np.ones(n, dtype=bool), Reason.ATTRIBUTE_OUT_OF_RANGE)
+            block = np.full(n, -1, dtype=np.int64)
+        else:
+            reject((attr < 0) | (attr >= d), Reason.ATTRIBUTE_OUT_OF_RANGE)
+            block = np.asarray(protocol.flat_block(attr, block), dtype=np.int64)
+    elif attr is not None:
+        reject(attr != NO_ATTRIBUTE, Reason.ATTRIBUTE_OUT_OF_RANGE)
+    in_range = (block >= 0) & (block < nb)
+    reject(~in_range, Reason.BLOCK_OUT_OF_RANGE)
     reject((cols.seed < 0) | (cols.seed >= protocol.seed_bound()), Reason.BAD_SEED)
     widths = _widths(protocol)
     offsets = cols.payload_offsets
     lengths = np.diff(offsets)
-    block = cols.block
-    in_range = (block >= 0) & (block < nb)
     expected = widths[np.where(in_range, block, 0)]
     reject(lengths != expected, Reason.BAD_LENGTH)
     rnd = cols.round
@@ -121,7 +138,8 @@ def parse_columns(cols: ReportColumns, config: CollectionConfig,
         if bad.any():
             reason[rows[bad]] = why[bad]
             for i, w in zip(rows[bad].tolist(), why[bad].tolist()):
-                detail[i] = f"decode_payloads(block {j}) rejected the payload: {Reason(w).name}"
+                detail[i] = (f"decode_payloads({_block_name(protocol, j)}) rejected the payload: "
+                             f"{Reason(w).name}")
             good = ~bad
             batches.append(ReportBatch(block[rows[good]], cols.seed[rows[good]], values[good]))
             batch_rows.append(rows[good])
@@ -147,7 +165,8 @@ def parse_columns(cols: ReportColumns, config: CollectionConfig,
             raw = encode_report(rec)
         except Exception:  # noqa: BLE001  (e.g. a block beyond Avro int: keep a readable form)
             raw = repr(rec).encode("utf-8", "replace")
-        dead.append(_dead_letter(raw, source, r, detail.get(i) or _message(r, rec, config, widths)))
+        dead.append(_dead_letter(raw, source, r,
+                                 detail.get(i) or _message(r, rec, config, widths, int(block[i]))))
     regions: dict[str, int] = {}
     if cols.unreadable is not None:  # one dead letter with the region's bytes, its reports counted
         u = cols.unreadable
@@ -206,19 +225,49 @@ def _payload_matrix(data: np.ndarray, offsets: np.ndarray, rows: np.ndarray,
     return np.lib.stride_tricks.sliding_window_view(data, width)[offsets[rows]]
 
 
-def _message(r: int, rec: dict, config: CollectionConfig, widths: np.ndarray) -> str:
+def _block_name(protocol, flat: int) -> str:
+    """``block j``, or for a protocol with attributes ``attribute a ('name') block b``."""
+    if not protocol.wire_attributes:
+        return f"block {flat}"
+    a, b = (int(np.asarray(x).reshape(-1)[0]) for x in protocol.wire_block(np.array([flat])))
+    return f"{_attribute_name(protocol, a)} block {b}"
+
+
+def _attribute_name(protocol, a: int) -> str:
+    names = getattr(protocol, "attributes", ())
+    return f"attribute {a} ({names[a]!r})" if 0 <= a < len(names) else f"attribute {a}"
+
+
+def _message(r: int, rec: dict, config: CollectionConfig, widths: np.ndarray,
+             flat: int) -> str:
+    """Why row ``rec`` was rejected; ``flat``: its (flat) block, as checked."""
     protocol = config.protocol
+    d = protocol.wire_attributes
     if r == Reason.FINGERPRINT_MISMATCH:
         return f"config_fingerprint {rec['config_fingerprint']!r} != {config.fingerprint!r}"
     if r == Reason.PROTOCOL_MISMATCH:
         return f"protocol {rec['protocol']!r} != {protocol.protocol_id!r}"
+    if r == Reason.ATTRIBUTE_OUT_OF_RANGE:
+        attr = rec.get("attribute")
+        if not d:
+            return (f"attribute {attr} given, but protocol {protocol.protocol_id!r} has no "
+                    f"attributes (the field must be null)")
+        if attr is None:
+            return (f"attribute missing: a report of protocol {protocol.protocol_id!r} names "
+                    f"one of its {d} attributes, in [0, {d})")
+        return f"attribute {attr} outside [0, {d})"
     if r == Reason.BLOCK_OUT_OF_RANGE:
+        if d:
+            a = int(rec["attribute"])
+            n_inner = int(np.count_nonzero(
+                protocol.wire_block(np.arange(protocol.n_blocks))[0] == a))
+            return f"block {rec['block']} outside [0, {n_inner}) of {_attribute_name(protocol, a)}"
         return f"block {rec['block']} outside [0, {protocol.n_blocks})"
     if r == Reason.BAD_SEED:
         return f"seed {rec['seed']} outside [0, {protocol.seed_bound()})"
     if r == Reason.BAD_LENGTH:
-        return (f"payload of {len(rec['payload'])} bytes, block {rec['block']} expects "
-                f"{int(widths[rec['block']])}")
+        return (f"payload of {len(rec['payload'])} bytes, {_block_name(protocol, flat)} expects "
+                f"{int(widths[flat])}")
     return Reason(r).name
 
 

@@ -1,4 +1,5 @@
 """Planner, collection config and the client-core import rule."""
+import hashlib
 import json
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from privfreq.protocols import CollectionConfig, protocol_ids
+from privfreq.protocols.config import SCHEMA_VERSION
 from privfreq.protocols.mss import ModularSubsetSelection as MSS
 from privfreq.protocols.planner import best_moduli, plan, primes_up_to
 from privfreq.protocols.subset_selection import SubsetSelection
@@ -63,6 +65,32 @@ def test_config_round_trip_and_fingerprint(tmp_path):
     tampered["params"]["epsilon"] = 2.0
     with pytest.raises(ValueError, match="fingerprint"):
         CollectionConfig.from_dict(tampered)
+
+
+def test_config_schema_version_is_what_the_protocol_needs():
+    # Configs of protocols without attributes keep version 1, hence their fingerprints from
+    # before report schema version 2 (the canonical JSON of {protocol, params, schema_version}).
+    grr = CollectionConfig("grr", {"k": 5, "epsilon": 1.0})
+    canonical = '{"params":{"epsilon":1.0,"k":5},"protocol":"grr","schema_version":1}'
+    assert grr.schema_version == 1
+    assert grr.fingerprint == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert CollectionConfig.from_dict({"protocol": "grr", "params": {"k": 5, "epsilon": 1.0}}
+                                      ).fingerprint == grr.fingerprint
+    assert CollectionConfig.of(grr.protocol).schema_version == 1
+    v2 = CollectionConfig("grr", {"k": 5, "epsilon": 1.0}, 2)  # stating a newer one is allowed
+    assert v2.schema_version == 2 and v2.fingerprint != grr.fingerprint
+    assert CollectionConfig.from_json(v2.to_json()).fingerprint == v2.fingerprint
+    assert SCHEMA_VERSION == 2
+    # A protocol whose reports name their attribute needs version 2 (report field 'attribute').
+    smp = {"attributes": ["a", "b"], "domains": [5, 14], "epsilon": 1.0, "inner": "grr"}
+    cfg = CollectionConfig("smp", smp)
+    assert cfg.protocol.wire_attributes == 2 and cfg.schema_version == 2
+    assert CollectionConfig.from_json(cfg.to_json()).fingerprint == cfg.fingerprint
+    with pytest.raises(ValueError, match="schema_version 1 cannot carry protocol 'smp'"):
+        CollectionConfig("smp", smp, 1)
+    with pytest.raises(ValueError, match="schema_version"):
+        CollectionConfig.from_dict({"protocol": "grr", "params": {"k": 5, "epsilon": 1},
+                                    "schema_version": None})
 
 
 @pytest.mark.parametrize("doc,match", [
