@@ -37,6 +37,11 @@ nullable ``round`` column (null: the pooled estimate of every report of the run;
 sends a report whose round lies outside it to the dead letters (``ROUND_OUT_OF_RANGE``), as it does
 a negative round.
 
+Named items (docs/formats.md): with ``--domain names.txt`` (the dictionary of a config made with
+``config --domain``, checked against its fingerprint) ``estimates.parquet`` gains a ``name``
+column and the summary's top items and the figure carry names. Multi-attribute configs add an
+``attribute`` column (items numbered within their attribute) and per-attribute summaries.
+
 ``--streaming`` runs ``pipelines/aggregate_streaming.py`` (estimates per event-time window) with
 its own flags: ``privfreq aggregate --streaming --help``.
 """
@@ -54,6 +59,7 @@ from privfreq.pipelines import common
 from privfreq.protocols import totals as totals_lib
 from privfreq.protocols.base import Counts
 from privfreq.protocols.config import CollectionConfig
+from privfreq.protocols.domain import Domain
 from privfreq.transforms import outputs
 from privfreq.transforms.estimate import COMBINE_FANOUT, CountReports, decode_counts, decode_round
 from privfreq.transforms.io import (ReadReportFiles, WriteDeadLetters, digest_inputs,
@@ -90,9 +96,9 @@ def _totals_summary(counts: Counts, prior_n: int | None) -> dict | None:
 
 
 def _write_results(est, stats: dict, totals: dict | None, rounds: list, config_json: str,
-                   out_dir: str, inputs: dict | None = None):
+                   out_dir: str, inputs: dict | None = None, names: list[str] | None = None):
     return outputs.write_results(est, stats, config_json=config_json, out_dir=out_dir,
-                                 totals=totals, inputs=inputs, rounds=rounds)
+                                 totals=totals, inputs=inputs, rounds=rounds, names=names)
 
 
 def parse_rounds(text: str | None) -> tuple[int, int] | None:
@@ -112,14 +118,16 @@ def parse_rounds(text: str | None) -> tuple[int, int] | None:
 def build(p: beam.Pipeline, config: CollectionConfig, pattern: str | None, out_dir: str,
           prior: totals_lib.Totals | None = None, write_totals: bool = False,
           files: list[totals_lib.InputFile] | None = None,
-          inputs_report: dict | None = None, rounds: tuple[int, int] | None = None) -> None:
+          inputs_report: dict | None = None, rounds: tuple[int, int] | None = None,
+          names: list[str] | None = None) -> None:
     """Attach the aggregation graph to ``p``, writing into ``out_dir``.
 
     Reads the files matching ``pattern``, or exactly ``files`` (digested ``InputFile``s, which the
     written totals then record). With ``prior`` (earlier totals of this config) the merged counts
     are added to it before decoding; with ``write_totals`` they are written to
     ``out_dir/totals.npz``. ``inputs_report``: the summary's ``inputs`` entry. Reports with a
-    round are also counted per round; ``rounds``: the inclusive range of rounds accepted."""
+    round are also counted per round; ``rounds``: the inclusive range of rounds accepted.
+    ``names``: item labels of a named domain for the outputs."""
     config_json = config.to_json(indent=None)
     cols = p | "ReadReports" >> ReadReportFiles(pattern if files is None else None,
                                                 config.protocol.batch_rows, files=files)
@@ -154,7 +162,7 @@ def build(p: beam.Pipeline, config: CollectionConfig, pattern: str | None, out_d
     estimate = counts | "Decode" >> beam.Map(decode_counts, config_json)
     _ = estimate | "WriteResults" >> beam.Map(
         _write_results, beam.pvalue.AsSingleton(stats), beam.pvalue.AsSingleton(totals),
-        beam.pvalue.AsList(per_round), config_json, out_dir, inputs_report)
+        beam.pvalue.AsList(per_round), config_json, out_dir, inputs_report, names)
 
 
 def select_files(pattern: str, prior: totals_lib.Totals | None, skip_seen: bool
@@ -204,16 +212,20 @@ def run(argv=None, save_main_session=True):
     parser.add_argument("--rounds", default=None, metavar="FIRST:LAST",
                         help="rounds of this run (inclusive); a report with a round outside "
                              "goes to the dead letters (ROUND_OUT_OF_RANGE)")
+    parser.add_argument("--domain", default=None, metavar="NAMES.txt",
+                        help="the names file of a config made with --domain: outputs carry names")
     args, beam_args = parser.parse_known_args(argv)
     rounds = parse_rounds(args.rounds)
     config = common.load_config(args.config)
+    names = (None if args.domain is None
+             else Domain.for_config(args.domain, config.domain).labels())
     prior = common.read_totals(args.totals_in, config)  # fail fast, before any work
     options = common.pipeline_options(beam_args, save_main_session)
     files, report = select_files(common.input_pattern(args.input), prior, args.skip_seen)
     with common.staged_output(args.output) as tmp:
         with beam.Pipeline(options=options) as p:
             build(p, config, None, tmp, prior=prior, write_totals=args.totals_out is not None,
-                  files=files, inputs_report=report, rounds=rounds)
+                  files=files, inputs_report=report, rounds=rounds, names=names)
     if args.totals_out is not None:
         common.write_bytes_atomic(args.totals_out,
                                   common.read_bytes(f"{args.output.rstrip('/')}/{TOTALS}"))

@@ -20,6 +20,14 @@ Several attributes per user (SPEC §8; docs/multidimensional.md)::
 least-variance one-shot protocol at (ε, k_j), MSS with the planner's moduli; ALLOMFREE: L-GRR or
 L-OSUE). The config line printed names the tuple-level ε (RS+FD: ε′ = ln(d(e^ε−1)+1) beside ε).
 
+Items with names (any one-attribute protocol, MSS included)::
+
+    privfreq config --protocol mss --domain names.txt [--unknown other] --epsilon 1 --output c.json
+
+k is the number of names (one UTF-8 name per line; + 1 with ``--unknown other``, the explicit
+"other" item); the config records the dictionary's fingerprint, size and ``other``
+(``protocols.domain``); ``encode``/``aggregate``/``simulate`` take the same ``--domain`` file.
+
 Reports larger than ``--max-report-bytes`` (default 16 KiB) are refused before anything is planned
 or allocated, with the report size (values per report and payload bytes); ``--allow-large-reports``
 overrides. ``privfreq config --protocol mss --k 1048576 --epsilon 1`` asks for 282 005 values
@@ -53,6 +61,13 @@ def add_protocol_args(parser: argparse.ArgumentParser) -> None:
                         help="multi-attribute: inner protocol id for every attribute, or one "
                              "per attribute comma-separated (default auto)")
     parser.add_argument("--fake", default=None, help="rsfd: fake data grr | oue-z | oue-r")
+    parser.add_argument("--domain", default=None, metavar="NAMES.txt",
+                        help="items with names: one UTF-8 name per line; k = the number of names "
+                             "(+1 with --unknown other); the config records the dictionary's "
+                             "fingerprint")
+    parser.add_argument("--unknown", choices=("error", "other"), default="error",
+                        help="with --domain: 'other' reserves item k-1 for names outside the "
+                             "dictionary (encode --unknown other)")
     parser.add_argument("--epsilon-perm", type=float, default=None,
                         help="longitudinal protocols (incl. allomfree): ε∞ of the permanent "
                              "round (--epsilon is ε1, one report)")
@@ -174,9 +189,20 @@ def build_config(args) -> CollectionConfig:
 
     Refuses (``ValueError``) reports above ``--max-report-bytes`` before planning or allocating:
     for MSS without moduli, first against ``planner.min_payload_bytes`` (O(1)), then exactly."""
-    for name in ("attributes", "inner", "fake", "epsilon_perm"):
+    for name in ("attributes", "inner", "fake", "epsilon_perm", "domain"):
         if not hasattr(args, name):
             setattr(args, name, None)
+    domain = None
+    if args.domain is not None:
+        from privfreq.protocols.domain import Domain
+        if args.attributes is not None:
+            raise ValueError("config: --domain names one attribute's items; it does not combine "
+                             "with --attributes")
+        domain = Domain.load(args.domain, other=getattr(args, "unknown", "error") == "other")
+        if args.k is not None and args.k != domain.k:
+            raise ValueError(f"config: --k {args.k} differs from the {domain.k} items of "
+                             f"--domain {args.domain!r}; drop --k")
+        args.k = domain.k
     if args.epsilon_perm is not None:
         args.param = [*args.param, f"epsilon_perm={args.epsilon_perm}"]
         args.epsilon_perm = None
@@ -226,7 +252,8 @@ def build_config(args) -> CollectionConfig:
         logging.info("config: planner chose moduli %s (bits %.1f, MSE ratio to SS %.3f)",
                      list(best.moduli), best.bits, best.mse_ratio_ss)
         params["moduli"] = list(best.moduli)
-    config = CollectionConfig(args.protocol, params)
+    config = CollectionConfig(args.protocol, params,
+                              domain=None if domain is None else domain.to_dict())
     proto = config.protocol
     values, mean_bytes, max_bytes = report_size(proto)
     _size_limit(args, args.protocol, mean_bytes,

@@ -6,6 +6,11 @@
         --output day-R.avro
 
 ``--input`` is CSV or Parquet; the items are the column named ``item``, or the only column; for
+a config made with ``--domain names.txt`` (items with names) ``--domain`` names the same file and
+the items are names: a ``.txt`` file (one per line), a CSV column headed ``item`` or a Parquet
+column (``item``, or the only one);
+a name outside the dictionary is an error naming it and its row, or with ``--unknown other`` the
+config's "other" item. For
 a multi-attribute protocol (``spl``, ``smp``, ``rsfd``, ``allomfree``) one integer column per
 attribute, named as in the config (CSV with a header), a missing or out-of-domain value being an
 error naming the column and the row. A CSV
@@ -53,7 +58,8 @@ from privfreq.schemas.files import replaced_atomically
 from privfreq.schemas.parquet import write_parquet_reports
 
 __all__ = ["FORMATS", "STATE_BATCH_ROWS", "encode_items", "encode_with_state", "output_format",
-           "read_columns", "read_items", "read_tuples", "read_user_items", "report_pieces", "run"]
+           "read_columns", "read_items", "read_names", "read_tuples", "read_user_items",
+           "report_pieces", "run"]
 
 FORMATS = ("avro", "parquet")
 # Rows per SQLite transaction of ``encode --state``: a commit with synchronous=FULL costs ~1-10 ms
@@ -129,6 +135,34 @@ def read_items(path: str) -> np.ndarray:
         raise ValueError(f"input: {path!r} column {name!r}: items must be integers, "
                          f"got {col.type}")
     return items.astype(np.int64)
+
+
+def read_names(path: str) -> pa.Array:
+    """Names (a pyarrow string array) from ``.txt`` (one name per line, UTF-8, no header), a CSV
+    whose header names a column ``item``, or a Parquet file's column ``item`` (or only column)."""
+    if path.endswith(".txt"):
+        from privfreq.protocols.domain import read_lines
+        return pa.array(read_lines(path, "input"), pa.string())
+    if path.endswith(".parquet"):
+        table = pq.read_table(path)
+    elif path.endswith(".csv"):
+        header = _csv_header(path) or []
+        if "item" not in header:   # a one-column CSV of names cannot tell its header from a name
+            raise ValueError(f"input: {path!r}: a CSV of names needs a header with a column "
+                             f"'item' (first line {header}); or use a .txt file, one name per line")
+        column = "item"
+        try:
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                include_columns=[column], column_types={column: pa.string()},
+                strings_can_be_null=True))
+        except pa.ArrowInvalid as e:
+            raise ValueError(f"input: {path!r}: {e}") from None
+    else:
+        raise ValueError(f"input: names must come from .txt, .csv or .parquet, got {path!r}")
+    col = table.column(_item_column(path, table.column_names))
+    if len(col) == 0:
+        raise ValueError(f"input: {path!r} has no items")
+    return col.combine_chunks()
 
 
 def read_columns(path: str, columns: list[str], purpose: str) -> list[np.ndarray]:
@@ -342,8 +376,17 @@ def run(argv=None, save_main_session=True):
                              "missing); the input then needs columns 'user_id' and 'item'")
     parser.add_argument("--batch-rows", type=int, default=STATE_BATCH_ROWS,
                         help="rows per state transaction with --state")
+    parser.add_argument("--domain", default=None, metavar="NAMES.txt",
+                        help="the names file of a config made with --domain; the input's items "
+                             "are then names (.txt one per line, or a CSV/Parquet column)")
+    parser.add_argument("--unknown", choices=("error", "other"), default="error",
+                        help="with --domain: a name outside the dictionary is an error (default) "
+                             "or counts as the config's 'other' item")
     args = parser.parse_args(argv)
     config = CollectionConfig.load(args.config)
+    if config.domain is not None and args.domain is None:
+        raise ValueError("encode: the config was made with --domain: pass the same names file "
+                         "with --domain (the input's items are names)")
     if args.state is not None:
         if args.batch_rows < 1:
             raise ValueError(f"--batch-rows: must be >= 1, got {args.batch_rows}")
@@ -357,8 +400,14 @@ def run(argv=None, save_main_session=True):
         if getattr(config.protocol, "longitudinal", False):
             logging.warning("encode: %s without --state: every row is a fresh user (no memo "
                             "kept across rounds)", config.protocol_id)
-        items = (read_tuples(args.input, config.protocol)
-                 if getattr(config.protocol, "multi_attribute", False) else read_items(args.input))
+        if args.domain is not None:
+            from privfreq.protocols.domain import Domain
+            items = Domain.for_config(args.domain, config.domain).ids(read_names(args.input),
+                                                                      args.unknown)
+        elif getattr(config.protocol, "multi_attribute", False):
+            items = read_tuples(args.input, config.protocol)
+        else:
+            items = read_items(args.input)
         n = encode_items(config, items, args.output, args.seed, args.codec, args.format,
                          args.round_)
     logging.info("encode: wrote %d reports to %s", n, args.output)

@@ -43,6 +43,7 @@ import numpy as np
 from privfreq.pipelines import common
 from privfreq.pipelines.config import add_protocol_args, build_config
 from privfreq.protocols.config import CollectionConfig
+from privfreq.protocols.domain import Domain
 from privfreq.transforms import outputs
 from privfreq.transforms.estimate import EstimateFrequencies
 from privfreq.transforms.simulate import Distribution, SimulateReports, SimulateRounds
@@ -51,13 +52,15 @@ from privfreq.transforms.estimate import CountReports, decode_round
 ROUNDS_TABLE = "rounds.parquet"
 
 
-def _write_results(est, truth, stats: dict, truth_info: dict, config_json: str, out_dir: str):
+def _write_results(est, truth, stats: dict, truth_info: dict, config_json: str, out_dir: str,
+                   names: list[str] | None = None):
     return outputs.write_results(est, stats, config_json=config_json, out_dir=out_dir,
-                                 truth=truth, truth_info=truth_info)
+                                 truth=truth, truth_info=truth_info, names=names)
 
 
 def build(p: beam.Pipeline, config: CollectionConfig, n: int, distribution: Distribution,
-          seed: int, out_dir: str, correlation: float = 0.0) -> None:
+          seed: int, out_dir: str, correlation: float = 0.0,
+          names: list[str] | None = None) -> None:
     sim = p | "Simulate" >> SimulateReports(config, n, distribution, seed,
                                             correlation=correlation)
     # sim["reports"]: ReportBatch; sim["truth"]: one int64[k] of true item counts
@@ -68,7 +71,7 @@ def build(p: beam.Pipeline, config: CollectionConfig, n: int, distribution: Dist
         truth_info["correlation"] = correlation
     _ = estimate | "WriteResults" >> beam.Map(
         _write_results, beam.pvalue.AsSingleton(sim["truth"]), stats, truth_info,
-        config.to_json(indent=None), out_dir)
+        config.to_json(indent=None), out_dir, names)
 
 
 def _keys_summary(hist, epsilon_perm: float, cap: float) -> dict:
@@ -163,6 +166,8 @@ def run(argv=None, save_main_session=True):
                              "between the attributes (default 0: independent)")
     args, beam_args = parser.parse_known_args(argv)
     config = build_config(args)
+    names = (None if args.domain is None
+             else Domain.for_config(args.domain, config.domain).labels())
     longitudinal = getattr(config.protocol, "longitudinal", False)
     if args.rounds is not None and not longitudinal:
         raise ValueError(f"simulate: --rounds needs a longitudinal protocol (lgrr, losue, lsue, "
@@ -179,7 +184,7 @@ def run(argv=None, save_main_session=True):
                 build_rounds(p, config, args.n, distribution, args.seed, args.rounds or 1,
                              args.change_rate, tmp, args.correlation)
             else:
-                build(p, config, args.n, distribution, args.seed, tmp, args.correlation)
+                build(p, config, args.n, distribution, args.seed, tmp, args.correlation, names)
     logging.info("simulate: wrote %s", args.output)
     return args.output
 

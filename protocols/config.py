@@ -2,7 +2,10 @@
 
 Every report carries the fingerprint of the config it was made under; the server rejects reports of
 any other fingerprint. The fingerprint is the first 16 hex digits of SHA-256 over the canonical JSON
-(sorted keys, no whitespace, floats in ``repr`` form) of ``{protocol, params, schema_version}``.
+(sorted keys, no whitespace, floats in ``repr`` form) of ``{protocol, params, schema_version}``,
+plus ``domain`` when the items have names (``protocols.domain``: the dictionary's fingerprint,
+size and whether an explicit "other" item is reserved), so that reports made against one
+dictionary are never counted against another.
 
 ``schema_version`` is the report schema version the collection needs: 2 for a protocol whose
 reports name their attribute (``protocol.wire_attributes`` > 0; report.avsc's ``attribute`` field,
@@ -38,6 +41,9 @@ class CollectionConfig:
     protocol_id: str
     params: dict[str, Any]
     schema_version: int | None = None  # None: the protocol's needed_schema_version
+    # Items with names (protocols.domain): the dictionary's {"fingerprint", "names", "other"};
+    # None: the items are ids. Serialised (and fingerprinted) only when present.
+    domain: dict[str, Any] | None = None
 
     def __post_init__(self):
         v = self.schema_version
@@ -53,6 +59,23 @@ class CollectionConfig:
                              f"{self.protocol_id!r}, whose reports name their attribute (report "
                              f"field 'attribute', schema version {needed}); state "
                              f"schema_version {needed} or leave it out")
+        if self.domain is not None:
+            self._check_domain()
+
+    def _check_domain(self) -> None:
+        d = self.domain
+        ok = (isinstance(d, dict) and set(d) == {"fingerprint", "names", "other"}
+              and isinstance(d["fingerprint"], str) and isinstance(d["other"], bool)
+              and isinstance(d["names"], int) and not isinstance(d["names"], bool))
+        if not ok:
+            raise ValueError(f"CollectionConfig: domain must be {{\"fingerprint\": str, "
+                             f"\"names\": int, \"other\": bool}}, got {d!r}")
+        k = getattr(self.protocol, "k", None)
+        if getattr(self.protocol, "multi_attribute", False) or k != d["names"] + d["other"]:
+            raise ValueError(f"CollectionConfig: a domain of {d['names']} names"
+                             f"{' and other' if d['other'] else ''} needs a one-attribute "
+                             f"protocol with k = {d['names'] + d['other']}, got "
+                             f"{self.protocol_id!r} with k = {k}")
 
     @classmethod
     def of(cls, protocol: FrequencyProtocol) -> "CollectionConfig":
@@ -64,8 +87,11 @@ class CollectionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         # Round-trip through the protocol so that equal configs serialise identically.
-        return {"protocol": self.protocol_id, "params": self.protocol.to_params(),
-                "schema_version": self.schema_version}
+        out = {"protocol": self.protocol_id, "params": self.protocol.to_params(),
+               "schema_version": self.schema_version}
+        if self.domain is not None:
+            out["domain"] = dict(self.domain)
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
@@ -77,7 +103,7 @@ class CollectionConfig:
         missing = {"protocol", "params"} - set(d)
         if missing:
             raise ValueError(f"CollectionConfig: missing field(s) {sorted(missing)}")
-        unknown = set(d) - {"protocol", "params", "schema_version", "fingerprint"}
+        unknown = set(d) - {"protocol", "params", "schema_version", "fingerprint", "domain"}
         if unknown:
             raise ValueError(f"CollectionConfig: unknown field(s) {sorted(unknown)}")
         if not isinstance(d["params"], dict):
@@ -85,7 +111,7 @@ class CollectionConfig:
         if "schema_version" in d and d["schema_version"] is None:
             raise ValueError(f"CollectionConfig: schema_version must be one of "
                              f"{list(SCHEMA_VERSIONS)}, got None")
-        cfg = cls(d["protocol"], dict(d["params"]), d.get("schema_version"))
+        cfg = cls(d["protocol"], dict(d["params"]), d.get("schema_version"), d.get("domain"))
         if "fingerprint" in d and d["fingerprint"] != cfg.fingerprint:
             raise ValueError(f"CollectionConfig: stored fingerprint {d['fingerprint']!r} does not "
                              f"match the content ({cfg.fingerprint})")

@@ -80,6 +80,16 @@ class Domain:
         except ValueError as e:
             raise ValueError(f"{e} (in {str(path)!r})") from None
 
+    @classmethod
+    def for_config(cls, path: str | Path, recorded: dict | None) -> "Domain":
+        """The dictionary at ``path``, checked against the one a config ``recorded``."""
+        if recorded is None:
+            raise ValueError("domain: the config was made without --domain (its items are ids); "
+                             "drop --domain or make the config with it")
+        domain = cls.load(path, other=bool(recorded.get("other")))
+        domain.check(recorded)
+        return domain
+
     @property
     def k(self) -> int:
         return len(self.names) + self.other

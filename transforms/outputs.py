@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import uuid
+import warnings
 from typing import Any
 
 import numpy as np
@@ -206,14 +207,16 @@ def _jsonable(x: Any) -> Any:
 
 
 def top_items(est: Estimate, truth_f: np.ndarray | None, top: int = TOP_ITEMS,
-              part: slice = slice(None)) -> list[dict]:
+              part: slice = slice(None), names: list[str] | None = None) -> list[dict]:
     """The ``top`` items of highest estimate (within ``part``: one attribute's items, numbered
-    from 0 within it)."""
+    from 0 within it), with their ``names`` when given."""
     f = est.frequencies[part]
     order = np.argsort(-f, kind="stable")[:top]
     out = []
     for i in order.tolist():
         row = {"item": i, "estimate": float(f[i]), "stderr": _finite(est.stderr[part][i])}
+        if names is not None:
+            row["name"] = names[i]
         if truth_f is not None:
             row["true_frequency"] = float(truth_f[part][i])
         out.append(row)
@@ -239,7 +242,11 @@ def truth_frequencies(protocol, truth: np.ndarray) -> tuple[np.ndarray, int]:
     return truth / max(n, 1), n
 
 
-def _panel(ax, est: Estimate, truth_f, part: slice, title: str) -> None:
+def _tick(name: str) -> str:
+    return name if len(name) <= 24 else name[:23] + "…"
+
+
+def _panel(ax, est: Estimate, truth_f, part: slice, title: str, names=None) -> None:
     f = est.frequencies[part]
     se = est.stderr[part]
     tf = None if truth_f is None else truth_f[part]
@@ -252,15 +259,18 @@ def _panel(ax, est: Estimate, truth_f, part: slice, title: str) -> None:
     err = np.where(np.isfinite(se[shown]), Z95 * se[shown], 0.0)
     ax.errorbar(x, f[shown], yerr=err, fmt=".", ms=4, elinewidth=0.6,
                 color="tab:blue", label="estimate, 95 % interval")
-    ax.set_xticks(x, [str(i) for i in shown.tolist()], rotation=90, fontsize=6)
+    labels = [str(i) if names is None else _tick(names[i]) for i in shown.tolist()]
+    ax.set_xticks(x, labels, rotation=90, fontsize=6)
     ranked = "true frequency" if tf is not None else "estimate"
-    ax.set_xlabel(f"item (top {len(shown)} of k = {k} by {ranked})")
+    ax.set_xlabel(f"{'item' if names is None else 'name'} (top {len(shown)} of k = {k} by "
+                  f"{ranked})")
     ax.set_ylabel("frequency")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
 
 
-def _plot(est: Estimate, truth_f: np.ndarray | None, title: str, protocol=None) -> bytes:
+def _plot(est: Estimate, truth_f: np.ndarray | None, title: str, protocol=None,
+          names: list[str] | None = None) -> bytes:
     """PNG: the top items (by true frequency when known, else by estimate) with 95 % intervals;
     a multi-attribute protocol gets one panel per attribute."""
     import matplotlib
@@ -275,13 +285,15 @@ def _plot(est: Estimate, truth_f: np.ndarray | None, title: str, protocol=None) 
         parts = [(slice(None), title)]
     fig, axes = plt.subplots(len(parts), 1, figsize=(9, 4.5 if len(parts) == 1 else 3.2 * len(parts)),
                              dpi=100, squeeze=False)
-    for ax, (part, name) in zip(axes[:, 0], parts):
-        _panel(ax, est, truth_f, part, name)
-    if len(parts) > 1:
-        fig.suptitle(title)
-    fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    with warnings.catch_warnings():  # names may hold emoji the plot font lacks: drawn as boxes
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        for ax, (part, name) in zip(axes[:, 0], parts):
+            _panel(ax, est, truth_f, part, name, names)
+        if len(parts) > 1:
+            fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
 
@@ -344,14 +356,16 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
                   truth: np.ndarray | None = None, truth_info: dict | None = None,
                   totals: dict | None = None, window: dict | None = None,
                   inputs: dict | None = None, plot: bool = True,
-                  rounds: list[tuple[int, Estimate, int]] | None = None) -> dict:
+                  rounds: list[tuple[int, Estimate, int]] | None = None,
+                  names: list[str] | None = None) -> dict:
     """Write ``estimates.parquet``, ``summary.json`` and (``plot``) ``estimates.png`` into
     ``out_dir``; return the summary (keys: module docstring). ``truth``: the true item counts
     (simulate); ``window``: the :data:`WINDOW_KEYS` of a streaming pane; ``rounds``: ``(round,
     estimate, n)`` of each round present (then ``estimates.parquet`` gains a nullable ``round``
     column: the pooled rows have null, each round its k rows; ``summary.json`` gains
-    :data:`ROUND_KEYS`; ``rounds.png`` is written). Runs as a pipeline's last step, so it works
-    on any runner."""
+    :data:`ROUND_KEYS`; ``rounds.png`` is written). ``names``: the label of every item (a
+    config's named domain): ``estimates.parquet`` gains a ``name`` column, top items and the
+    figure carry names. Runs as a pipeline's last step, so it works on any runner."""
     config = CollectionConfig.from_json(config_json)
     protocol = config.protocol
     multi = getattr(protocol, "multi_attribute", False)
@@ -383,6 +397,12 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
     table_cols = dict(columns)
     if rounds:
         table_cols["round"] = pa.array(columns["round"], mask=columns["round"] < 0)
+    if names is not None:
+        if len(names) != k:
+            raise ValueError(f"write_results: {len(names)} names for k = {k} items")
+        table_cols["name"] = np.resize(np.array(names, dtype=object), len(columns["item"]))
+        fields.insert(1, pa.field("name", pa.string(), nullable=False))
+        table_cols = {f.name: table_cols[f.name] for f in fields}
     if multi:  # the attribute's name first; items numbered within their attribute
         table_cols = {"attribute": np.resize(items["attribute"], len(columns["item"])),
                       **table_cols}
@@ -402,7 +422,7 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
         "inputs": inputs,
         "decode_seconds": est.diagnostics.get("decode_seconds"),
         "diagnostics": est.diagnostics,
-        "top_items": top_items(est, truth_f),
+        "top_items": top_items(est, truth_f, names=names),
         "totals": totals,
     }
     title = f"{protocol.protocol_id} k={k} ε={protocol.epsilon:g}: {stats['accepted']} reports"
@@ -420,7 +440,8 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
         summary["mse"] = float(np.mean((est.frequencies - truth_f) ** 2))
         summary.update(predicted(protocol, n, truth_f))
         summary["truth_top_items"] = [{"item": int(i), "true_frequency": float(truth_f[i]),
-                                       "estimate": float(est.frequencies[i])}
+                                       "estimate": float(est.frequencies[i]),
+                                       **({} if names is None else {"name": names[i]})}
                                       for i in np.argsort(-truth_f, kind="stable")[:TOP_ITEMS]]
         title += f", MSE {summary['mse']:.3g}"
         if multi:
@@ -435,7 +456,7 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
         summary["rounds"] = [{"round": r, "n": int(n), "top_items": top_items(e, None)}
                              for r, e, n in rounds]
     if plot:
-        _write_bytes(f"{out_dir}/{PLOT}", _plot(est, truth_f, title, protocol))
+        _write_bytes(f"{out_dir}/{PLOT}", _plot(est, truth_f, title, protocol, names))
         if rounds:
             _write_bytes(f"{out_dir}/{ROUNDS_PLOT}", plot_rounds(
                 [(r, e) for r, e, _ in rounds], est,
