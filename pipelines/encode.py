@@ -306,6 +306,8 @@ def _write(config: CollectionConfig, pieces, output: str, codec: str, fmt: str,
            round_: int | None) -> int:
     fp, pid = config.fingerprint, config.protocol.protocol_id
     extra = {} if round_ is None else {"round_": round_}  # without a round: the v1 call
+    if config.protocol.wire_attributes:  # sampled multi-attribute: (attribute, inner block)
+        extra["wire_blocks"] = config.protocol.wire_block
     with replaced_atomically(output) as tmp:
         if fmt == "parquet":
             return write_parquet_reports(tmp, fp, pid, pieces, **extra)
