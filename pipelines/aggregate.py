@@ -42,6 +42,11 @@ Named items (docs/formats.md): with ``--domain names.txt`` (the dictionary of a 
 column and the summary's top items and the figure carry names. Multi-attribute configs add an
 ``attribute`` column (items numbered within their attribute) and per-attribute summaries.
 
+Discovery (``pem`` configs, universes too large to list; docs/heavy-hitters.md): the counts are
+decoded by the prefix-extension search into the ``--top`` heavy hitters (default 20):
+``estimates.parquet`` lists them largest first (item id, estimate, stderr, 95 % interval
+``lower``/``upper``) and ``summary.json`` adds ``discovered`` (the levels searched).
+
 ``--streaming`` runs ``pipelines/aggregate_streaming.py`` (estimates per event-time window) with
 its own flags: ``privfreq aggregate --streaming --help``.
 """
@@ -61,7 +66,8 @@ from privfreq.protocols.base import Counts
 from privfreq.protocols.config import CollectionConfig
 from privfreq.protocols.domain import Domain
 from privfreq.transforms import outputs
-from privfreq.transforms.estimate import COMBINE_FANOUT, CountReports, decode_counts, decode_round
+from privfreq.transforms.estimate import (COMBINE_FANOUT, DISCOVER_TOP, CountReports,
+                                          decode_counts, decode_round)
 from privfreq.transforms.io import (ReadReportFiles, WriteDeadLetters, digest_inputs,
                                     match_inputs)
 from privfreq.transforms.parse import INVALID, ROUNDS, STATS, ParseReports, merge_stats
@@ -101,6 +107,12 @@ def _write_results(est, stats: dict, totals: dict | None, rounds: list, config_j
                                  totals=totals, inputs=inputs, rounds=rounds, names=names)
 
 
+def _check_top(top: int) -> int:
+    if top < 1:
+        raise ValueError(f"--top: must be >= 1, got {top}")
+    return top
+
+
 def parse_rounds(text: str | None) -> tuple[int, int] | None:
     """``--rounds A:B`` (or one round ``A``) -> ``(A, B)``, inclusive, ``0 <= A <= B``."""
     if text is None:
@@ -119,7 +131,7 @@ def build(p: beam.Pipeline, config: CollectionConfig, pattern: str | None, out_d
           prior: totals_lib.Totals | None = None, write_totals: bool = False,
           files: list[totals_lib.InputFile] | None = None,
           inputs_report: dict | None = None, rounds: tuple[int, int] | None = None,
-          names: list[str] | None = None) -> None:
+          names: list[str] | None = None, top: int = DISCOVER_TOP) -> None:
     """Attach the aggregation graph to ``p``, writing into ``out_dir``.
 
     Reads the files matching ``pattern``, or exactly ``files`` (digested ``InputFile``s, which the
@@ -127,7 +139,8 @@ def build(p: beam.Pipeline, config: CollectionConfig, pattern: str | None, out_d
     are added to it before decoding; with ``write_totals`` they are written to
     ``out_dir/totals.npz``. ``inputs_report``: the summary's ``inputs`` entry. Reports with a
     round are also counted per round; ``rounds``: the inclusive range of rounds accepted.
-    ``names``: item labels of a named domain for the outputs."""
+    ``names``: item labels of a named domain for the outputs; ``top``: the heavy hitters a
+    discovery protocol (PEM) lists."""
     config_json = config.to_json(indent=None)
     cols = p | "ReadReports" >> ReadReportFiles(pattern if files is None else None,
                                                 config.protocol.batch_rows, files=files)
@@ -157,9 +170,9 @@ def build(p: beam.Pipeline, config: CollectionConfig, pattern: str | None, out_d
         _totals_summary, (prior.n_reports if prior is not None else 0) if with_totals else None)
     per_round = (parsed[ROUNDS]
                  | "CountPerRound" >> beam.CombinePerKey(CountReports(config))
-                 | "DecodeRounds" >> beam.Map(decode_round, config_json))
+                 | "DecodeRounds" >> beam.Map(decode_round, config_json, top))
     # pcoll: (round, Estimate, n) per round present (none for files without rounds)
-    estimate = counts | "Decode" >> beam.Map(decode_counts, config_json)
+    estimate = counts | "Decode" >> beam.Map(decode_counts, config_json, top)
     _ = estimate | "WriteResults" >> beam.Map(
         _write_results, beam.pvalue.AsSingleton(stats), beam.pvalue.AsSingleton(totals),
         beam.pvalue.AsList(per_round), config_json, out_dir, inputs_report, names)
@@ -214,6 +227,9 @@ def run(argv=None, save_main_session=True):
                              "goes to the dead letters (ROUND_OUT_OF_RANGE)")
     parser.add_argument("--domain", default=None, metavar="NAMES.txt",
                         help="the names file of a config made with --domain: outputs carry names")
+    parser.add_argument("--top", type=int, default=DISCOVER_TOP,
+                        help=f"discovery protocols (pem): heavy hitters to list (default "
+                             f"{DISCOVER_TOP})")
     args, beam_args = parser.parse_known_args(argv)
     rounds = parse_rounds(args.rounds)
     config = common.load_config(args.config)
@@ -225,7 +241,8 @@ def run(argv=None, save_main_session=True):
     with common.staged_output(args.output) as tmp:
         with beam.Pipeline(options=options) as p:
             build(p, config, None, tmp, prior=prior, write_totals=args.totals_out is not None,
-                  files=files, inputs_report=report, rounds=rounds, names=names)
+                  files=files, inputs_report=report, rounds=rounds, names=names,
+                  top=_check_top(args.top))
     if args.totals_out is not None:
         common.write_bytes_atomic(args.totals_out,
                                   common.read_bytes(f"{args.output.rstrip('/')}/{TOTALS}"))

@@ -20,6 +20,16 @@ Gaussian copula tying the attributes) and writes ``estimates.parquet`` with an `
 column, ``summary.json`` with per-attribute ``mse`` and ``predicted_mse`` (split term included)
 and one figure with a panel per attribute.
 
+Heavy hitters (``pem``; the universe is never listed, so keep ``k`` at most ~2^24 for the
+simulated truth)::
+
+    privfreq simulate --protocol pem --k 1048576 --epsilon 4 --n 1000000 --seed 1 --top 20 \
+        --output out/pem
+
+writes the discovered top items largest first (estimates.parquet: item, estimate, stderr, 95 %
+interval, true frequency) and ``discovered`` in summary.json with the precision of the top-N
+against the true top-N.
+
 Evolving data (longitudinal protocols, SPEC §7; docs/longitudinal.md)::
 
     privfreq simulate --protocol loloha --k 1024 --epsilon 0.8 --epsilon-perm 2 --n 100000 \
@@ -45,9 +55,9 @@ from privfreq.pipelines.config import add_protocol_args, build_config
 from privfreq.protocols.config import CollectionConfig
 from privfreq.protocols.domain import Domain
 from privfreq.transforms import outputs
-from privfreq.transforms.estimate import EstimateFrequencies
 from privfreq.transforms.simulate import Distribution, SimulateReports, SimulateRounds
-from privfreq.transforms.estimate import CountReports, decode_round
+from privfreq.transforms.estimate import (DISCOVER_TOP, CountReports, EstimateFrequencies,
+                                          decode_round)
 
 ROUNDS_TABLE = "rounds.parquet"
 
@@ -60,11 +70,11 @@ def _write_results(est, truth, stats: dict, truth_info: dict, config_json: str, 
 
 def build(p: beam.Pipeline, config: CollectionConfig, n: int, distribution: Distribution,
           seed: int, out_dir: str, correlation: float = 0.0,
-          names: list[str] | None = None) -> None:
+          names: list[str] | None = None, top: int = DISCOVER_TOP) -> None:
     sim = p | "Simulate" >> SimulateReports(config, n, distribution, seed,
                                             correlation=correlation)
     # sim["reports"]: ReportBatch; sim["truth"]: one int64[k] of true item counts
-    estimate = sim["reports"] | "Estimate" >> EstimateFrequencies(config)
+    estimate = sim["reports"] | "Estimate" >> EstimateFrequencies(config, top=top)
     stats = {"read": n, "accepted": n, "rejected": {}}
     truth_info = {"n": n, "distribution": str(distribution), "seed": seed}
     if correlation:
@@ -161,6 +171,9 @@ def run(argv=None, save_main_session=True):
                         help="longitudinal protocols: rounds of evolving data (default 1)")
     parser.add_argument("--change-rate", type=float, default=0.1,
                         help="with --rounds: probability a user draws a new item each round")
+    parser.add_argument("--top", type=int, default=DISCOVER_TOP,
+                        help=f"discovery protocols (pem): heavy hitters to list (default "
+                             f"{DISCOVER_TOP})")
     parser.add_argument("--correlation", type=float, default=0.0,
                         help="multi-attribute protocols: Gaussian-copula correlation ρ in [0, 1] "
                              "between the attributes (default 0: independent)")
@@ -177,6 +190,8 @@ def run(argv=None, save_main_session=True):
         raise ValueError(f"simulate: n must be >= 1, got {args.n}")
     if args.seed < 0:
         raise ValueError(f"simulate: seed must be >= 0, got {args.seed}")
+    if args.top < 1:
+        raise ValueError(f"simulate: --top must be >= 1, got {args.top}")
     options = common.pipeline_options(beam_args, save_main_session)
     with common.staged_output(args.output) as tmp:
         with beam.Pipeline(options=options) as p:
@@ -184,7 +199,8 @@ def run(argv=None, save_main_session=True):
                 build_rounds(p, config, args.n, distribution, args.seed, args.rounds or 1,
                              args.change_rate, tmp, args.correlation)
             else:
-                build(p, config, args.n, distribution, args.seed, tmp, args.correlation, names)
+                build(p, config, args.n, distribution, args.seed, tmp, args.correlation, names,
+                      args.top)
     logging.info("simulate: wrote %s", args.output)
     return args.output
 

@@ -144,9 +144,12 @@ class Counts:
 class Estimate:
     """Raw (unbiased unless ridge > 0) frequency estimate with per-item standard errors."""
 
-    frequencies: np.ndarray          # float64[k]
-    stderr: np.ndarray               # float64[k]
+    frequencies: np.ndarray          # float64[k] (or one per listed item)
+    stderr: np.ndarray               # float64[k] (or one per listed item)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    # The item ids the estimate lists when it does not list all of [0, k) (a discovery
+    # protocol's heavy hitters, largest first); None: item i is position i.
+    items: np.ndarray | None = None
 
 
 _REGISTRY: dict[str, type["FrequencyProtocol"]] = {}

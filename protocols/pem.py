@@ -9,6 +9,7 @@ import bisect
 import functools
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -79,6 +80,8 @@ class PEM(FrequencyProtocol):
     """
 
     display_name = "PEM"
+    # Pipelines decode a PEM collection by ``heavy_hitters`` (the universe may be too large to list).
+    discovers: ClassVar[bool] = True
     k: int
     epsilon: float
     step: int = 2
@@ -315,6 +318,13 @@ class PEM(FrequencyProtocol):
         if not stderr:
             se = np.full(self.k, np.nan)
         return Estimate(f, se, {"n": acc.n, "groups": self.groups})
+
+    def heavy_hitters(self, acc: Counts, top: int = 20) -> Estimate:
+        """``discover``'s top-N as an ``Estimate`` listing those items (``items``, largest first;
+        diagnostics: n, groups, the levels' candidates and reports)."""
+        d = discover(self, acc, top=top)
+        return Estimate(d.estimates, d.stderr, {"n": d.n, "groups": self.groups,
+                                                "levels": d.levels}, items=d.items)
 
     def variance(self, n, f=None):
         """The last group's oracle variance at ``n/G`` reports."""

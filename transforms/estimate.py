@@ -56,29 +56,41 @@ class CountReports(beam.CombineFn):
         return acc
 
 
-def decode_counts(counts: Counts, config_json: str) -> Estimate:
-    """Merged counts -> raw estimate; records the wall time in ``diagnostics['decode_seconds']``."""
+# Heavy hitters a discovery protocol's decode lists by default (aggregate/simulate --top).
+DISCOVER_TOP = 20
+
+
+def decode_counts(counts: Counts, config_json: str, top: int = DISCOVER_TOP) -> Estimate:
+    """Merged counts -> raw estimate; records the wall time in ``diagnostics['decode_seconds']``.
+    A discovery protocol (PEM) lists its ``top`` heavy hitters instead (``Estimate.items``)."""
     protocol = CollectionConfig.from_json(config_json).protocol
     t0 = time.perf_counter()
-    est = protocol.estimate(counts)
+    if getattr(protocol, "discovers", False):
+        est = protocol.heavy_hitters(counts, top=top)
+    else:
+        est = protocol.estimate(counts)
     seconds = time.perf_counter() - t0
     est.diagnostics = {**est.diagnostics, "decode_seconds": seconds}
     return est
 
 
-def decode_round(kv: tuple[int, Counts], config_json: str) -> tuple[int, Estimate, int]:
+def decode_round(kv: tuple[int, Counts], config_json: str, top: int = DISCOVER_TOP
+                 ) -> tuple[int, Estimate, int]:
     """``(round, counts)`` -> ``(round, raw estimate, reports in the round)``."""
     r, counts = kv
-    return r, decode_counts(counts, config_json), counts.n
+    return r, decode_counts(counts, config_json, top), counts.n
 
 
 class EstimateFrequencies(beam.PTransform):
-    """PCollection[ReportBatch] -> PCollection[Estimate] with exactly one element."""
+    """PCollection[ReportBatch] -> PCollection[Estimate] with exactly one element (``top``: the
+    heavy hitters a discovery protocol lists)."""
 
-    def __init__(self, config: CollectionConfig, fanout: int = COMBINE_FANOUT):
+    def __init__(self, config: CollectionConfig, fanout: int = COMBINE_FANOUT,
+                 top: int = DISCOVER_TOP):
         super().__init__()
         self._config = config
         self._fanout = fanout
+        self._top = top
 
     def expand(self, batches):
         counts = (batches
@@ -86,7 +98,7 @@ class EstimateFrequencies(beam.PTransform):
                       CountReports(self._config)).with_fanout(self._fanout))
         # pcoll: one Counts(counts[int64, count_shape], n_block[int64, n_blocks])
         return (counts
-                | "Decode" >> beam.Map(decode_counts, self._config.to_json(indent=None))
+                | "Decode" >> beam.Map(decode_counts, self._config.to_json(indent=None), self._top)
                 .with_output_types(Estimate))
         # pcoll: one Estimate(frequencies[float64, k], stderr[float64, k], diagnostics)
 

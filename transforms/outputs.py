@@ -9,7 +9,8 @@ directory rename, so there the files are renamed one by one into place.
 
 **summary.json** holds the keys of :data:`SUMMARY_KEYS` in every job (``aggregate``, ``simulate``,
 each streaming window pane); ``simulate`` adds :data:`TRUTH_KEYS`, a streaming pane adds
-:data:`WINDOW_KEYS`. Non-finite numbers are written as ``null``.
+:data:`WINDOW_KEYS`, a multi-attribute collection :data:`MULTI_ATTRIBUTE_KEYS`, a discovery
+protocol (PEM) :data:`DISCOVERY_KEYS`. Non-finite numbers are written as ``null``.
 """
 from __future__ import annotations
 
@@ -34,10 +35,11 @@ from privfreq.protocols.base import Estimate
 from privfreq.protocols.config import CollectionConfig
 from privfreq.schemas.files import replaced_atomically
 
-__all__ = ["DEAD_LETTERS", "ESTIMATES", "PLOT", "ROUNDS_PLOT", "ROUND_KEYS", "SUMMARY",
-           "SUMMARY_KEYS", "TOP_ITEMS",
-           "TRUTH_KEYS", "WINDOW_KEYS", "commit_files", "commit_output", "discard_output",
-           "staging_dir", "write_bytes_atomic", "write_results", "write_text_atomic"]
+__all__ = ["DEAD_LETTERS", "DISCOVERY_KEYS", "ESTIMATES", "MULTI_ATTRIBUTE_KEYS", "PLOT",
+           "ROUNDS_PLOT", "ROUND_KEYS", "SUMMARY", "SUMMARY_KEYS", "TOP_ITEMS", "TRUTH_KEYS",
+           "WINDOW_KEYS", "commit_files", "commit_output", "discard_output", "item_columns",
+           "staging_dir", "truth_frequencies", "write_bytes_atomic", "write_results",
+           "write_text_atomic"]
 
 ESTIMATES = "estimates.parquet"
 SUMMARY = "summary.json"
@@ -64,7 +66,7 @@ SUMMARY_KEYS = {
     "decode_seconds": "wall time of decoding the merged counts into the estimate",
     "diagnostics": "the protocol's decoder diagnostics (solver, iterations, ...)",
     "top_items": f"the {TOP_ITEMS} items of highest estimate: item, estimate, stderr (null where "
-                 "unknown); simulate adds true_frequency",
+                 "unknown), name (a named domain); simulate adds true_frequency",
     "totals": "null, or with --totals-in/--totals-out: n_reports_total, n_reports_prior, "
               "n_block_total of the merged counts",
 }
@@ -81,6 +83,12 @@ ROUND_KEYS = {
     "rounds": "reports with a round (report.avsc's round) present: one entry per round in "
               "increasing order: round, n (reports counted), top_items; the top-level estimate "
               "pools every report of the run",
+}
+DISCOVERY_KEYS = {
+    "discovered": "discovery protocols (PEM): top (heavy hitters listed, largest estimate first, "
+                  "in estimates.parquet with 95 % intervals lower/upper), levels (per prefix "
+                  "level: group, prefix_bits, candidates, n_reports); simulate adds true_top and "
+                  "precision (= recall) of the listed items against the true top items",
 }
 MULTI_ATTRIBUTE_KEYS = {
     "tuple_epsilon": "multi-attribute protocols: the exact ε between arbitrary tuples (RS+FD: "
@@ -209,12 +217,14 @@ def _jsonable(x: Any) -> Any:
 def top_items(est: Estimate, truth_f: np.ndarray | None, top: int = TOP_ITEMS,
               part: slice = slice(None), names: list[str] | None = None) -> list[dict]:
     """The ``top`` items of highest estimate (within ``part``: one attribute's items, numbered
-    from 0 within it), with their ``names`` when given."""
+    from 0 within it), with their ``names`` when given; ``truth_f`` and ``names`` are indexed
+    like ``est.frequencies`` (a discovery's listed items: ``est.items`` gives their ids)."""
     f = est.frequencies[part]
     order = np.argsort(-f, kind="stable")[:top]
     out = []
     for i in order.tolist():
-        row = {"item": i, "estimate": float(f[i]), "stderr": _finite(est.stderr[part][i])}
+        item = i if est.items is None else int(est.items[i])
+        row = {"item": item, "estimate": float(f[i]), "stderr": _finite(est.stderr[part][i])}
         if names is not None:
             row["name"] = names[i]
         if truth_f is not None:
@@ -341,6 +351,43 @@ def predicted(protocol, n: int, f: np.ndarray) -> dict[str, Any]:
     return {"predicted_mse": mse, "predicted_mse_kind": "exact at the true frequencies"}
 
 
+# estimates.parquet columns, in this order when present (the first three always;
+# schemas.ESTIMATES_SCHEMA holds item, estimate, stderr).
+_ESTIMATE_FIELDS = {
+    "attribute": pa.field("attribute", pa.string(), nullable=False),   # multi-attribute
+    **{f.name: f for f in schemas.ESTIMATES_SCHEMA if f.name == "item"},
+    "name": pa.field("name", pa.string(), nullable=False),             # a named domain
+    **{f.name: f for f in schemas.ESTIMATES_SCHEMA if f.name != "item"},
+    "lower": pa.field("lower", pa.float64(), nullable=False),          # a discovery's 95 %
+    "upper": pa.field("upper", pa.float64(), nullable=False),          # interval
+    "true_frequency": pa.field("true_frequency", pa.float64(), nullable=True),
+    "round": pa.field("round", pa.int64(), nullable=True),
+}
+
+
+def _estimate_rows(protocol, est: Estimate, names, truth_f) -> dict[str, np.ndarray]:
+    """The estimates.parquet columns of one estimate: every item of ``[0, k)`` (multi-attribute:
+    with the attribute, items numbered within it), or a discovery's listed items with their
+    95 % intervals. ``truth_f``: true frequencies of all k items, NaN, or None (no column)."""
+    if est.items is None:
+        cols = dict(item_columns(protocol))
+        ids = np.arange(protocol.k)
+    else:
+        ids = np.asarray(est.items, dtype=np.int64)
+        cols = {"item": ids}
+    if names is not None:
+        cols["name"] = np.array(names, dtype=object)[ids]
+    cols["estimate"] = est.frequencies.astype(np.float64)
+    cols["stderr"] = est.stderr.astype(np.float64)
+    if est.items is not None:
+        cols["lower"] = cols["estimate"] - Z95 * cols["stderr"]
+        cols["upper"] = cols["estimate"] + Z95 * cols["stderr"]
+    if truth_f is not None:
+        cols["true_frequency"] = (np.full(len(ids), np.nan) if np.isscalar(truth_f)
+                                  else np.asarray(truth_f, np.float64)[ids])
+    return {c: cols[c] for c in _ESTIMATE_FIELDS if c in cols}
+
+
 def _attribute_info(protocol, est: Estimate) -> list[dict]:
     """Per attribute: name, k, n and inner id (from the estimate's diagnostics when present)."""
     diag = est.diagnostics.get("attributes") or []
@@ -370,43 +417,23 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
     protocol = config.protocol
     multi = getattr(protocol, "multi_attribute", False)
     k = protocol.k
-    items = item_columns(protocol)
-    columns = {"item": items["item"],
-               "estimate": est.frequencies.astype(np.float64),
-               "stderr": est.stderr.astype(np.float64)}
-    fields = list(schemas.ESTIMATES_SCHEMA)
+    if names is not None and len(names) != k:
+        raise ValueError(f"write_results: {len(names)} names for k = {k} items")
     truth_f = None
     if truth is not None:
         truth_f, n_users = truth_frequencies(protocol, truth)
-        columns["true_frequency"] = truth_f
-        fields.append(pa.field("true_frequency", pa.float64(), nullable=False))
     rounds = sorted(rounds or [], key=lambda t: t[0])
+    parts = [_estimate_rows(protocol, est, names, truth_f)]
+    for r, e, _ in rounds:
+        part = _estimate_rows(protocol, e, names, None if truth_f is None else np.nan)
+        part["round"] = np.full(len(e.frequencies), r, np.int64)
+        parts.append(part)
     if rounds:
-        for name in list(columns):
-            if name != "true_frequency":
-                columns[name] = np.concatenate(
-                    [columns[name]] + [np.arange(k, dtype=np.int64) if name == "item" else
-                                       (e.frequencies if name == "estimate" else e.stderr)
-                                       .astype(np.float64) for _, e, _ in rounds])
-        if truth is not None:  # the pooled truth only: per-round truth is simulate's rounds.parquet
-            columns["true_frequency"] = np.concatenate(
-                [truth_f] + [np.full(k, np.nan)] * len(rounds))
-        columns["round"] = np.concatenate([np.full(k, -1, np.int64)] +
-                                          [np.full(k, r, np.int64) for r, _, _ in rounds])
-        fields.append(pa.field("round", pa.int64(), nullable=True))
-    table_cols = dict(columns)
+        parts[0]["round"] = np.full(len(est.frequencies), -1, np.int64)
+    table_cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+    fields = [_ESTIMATE_FIELDS[c] for c in table_cols]
     if rounds:
-        table_cols["round"] = pa.array(columns["round"], mask=columns["round"] < 0)
-    if names is not None:
-        if len(names) != k:
-            raise ValueError(f"write_results: {len(names)} names for k = {k} items")
-        table_cols["name"] = np.resize(np.array(names, dtype=object), len(columns["item"]))
-        fields.insert(1, pa.field("name", pa.string(), nullable=False))
-        table_cols = {f.name: table_cols[f.name] for f in fields}
-    if multi:  # the attribute's name first; items numbered within their attribute
-        table_cols = {"attribute": np.resize(items["attribute"], len(columns["item"])),
-                      **table_cols}
-        fields.insert(0, pa.field("attribute", pa.string(), nullable=False))
+        table_cols["round"] = pa.array(table_cols["round"], mask=table_cols["round"] < 0)
     buf = pa.BufferOutputStream()
     pq.write_table(pa.table(table_cols, schema=pa.schema(fields)), buf)
     _write_bytes(f"{out_dir}/{ESTIMATES}", buf.getvalue().to_pybytes())
@@ -422,9 +449,16 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
         "inputs": inputs,
         "decode_seconds": est.diagnostics.get("decode_seconds"),
         "diagnostics": est.diagnostics,
-        "top_items": top_items(est, truth_f, names=names),
+        "top_items": None,
         "totals": totals,
     }
+    # What the estimate lists: every item, or a discovery's heavy hitters (ids in est.items).
+    ids = None if est.items is None else np.asarray(est.items, dtype=np.int64)
+    shown_truth = truth_f if truth_f is None or ids is None else truth_f[ids]
+    shown_names = names if ids is None or names is None else [names[i] for i in ids]
+    summary["top_items"] = top_items(est, shown_truth, names=shown_names)
+    if ids is not None:
+        summary["discovered"] = {"top": len(ids), "levels": est.diagnostics.get("levels")}
     title = f"{protocol.protocol_id} k={k} ε={protocol.epsilon:g}: {stats['accepted']} reports"
     if multi:
         summary["tuple_epsilon"] = protocol.tuple_epsilon
@@ -437,12 +471,21 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
     if truth is not None:
         n = n_users
         summary["truth"] = truth_info or {}
-        summary["mse"] = float(np.mean((est.frequencies - truth_f) ** 2))
-        summary.update(predicted(protocol, n, truth_f))
-        summary["truth_top_items"] = [{"item": int(i), "true_frequency": float(truth_f[i]),
-                                       "estimate": float(est.frequencies[i]),
-                                       **({} if names is None else {"name": names[i]})}
-                                      for i in np.argsort(-truth_f, kind="stable")[:TOP_ITEMS]]
+        summary["mse"] = float(np.mean((est.frequencies - shown_truth) ** 2))
+        summary.update(predicted(protocol, n, truth_f) if ids is None else
+                       {"predicted_mse": float(np.mean(protocol.variance(n, shown_truth))),
+                        "predicted_mse_kind": "exact at the true frequencies of the listed items"})
+        listed = {} if ids is None else {int(x): j for j, x in enumerate(ids)}
+        summary["truth_top_items"] = [
+            {"item": int(i), "true_frequency": float(truth_f[i]),
+             "estimate": (float(est.frequencies[i]) if ids is None else
+                          (float(est.frequencies[listed[i]]) if i in listed else None)),
+             **({} if names is None else {"name": names[i]})}
+            for i in np.argsort(-truth_f, kind="stable")[:TOP_ITEMS]]
+        if ids is not None:   # precision = recall of the top-N against the true top-N
+            true_top = np.argsort(-truth_f, kind="stable")[:len(ids)]
+            summary["discovered"]["true_top"] = true_top
+            summary["discovered"]["precision"] = float(np.isin(ids, true_top).mean())
         title += f", MSE {summary['mse']:.3g}"
         if multi:
             pred = protocol.attribute_mse(n, truth_f) if n else [None] * protocol.d
@@ -456,7 +499,8 @@ def write_results(est: Estimate, stats: dict, *, config_json: str, out_dir: str,
         summary["rounds"] = [{"round": r, "n": int(n), "top_items": top_items(e, None)}
                              for r, e, n in rounds]
     if plot:
-        _write_bytes(f"{out_dir}/{PLOT}", _plot(est, truth_f, title, protocol, names))
+        labels = shown_names if ids is None or names is not None else [str(i) for i in ids]
+        _write_bytes(f"{out_dir}/{PLOT}", _plot(est, shown_truth, title, protocol, labels))
         if rounds:
             _write_bytes(f"{out_dir}/{ROUNDS_PLOT}", plot_rounds(
                 [(r, e) for r, e, _ in rounds], est,
