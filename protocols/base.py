@@ -281,6 +281,12 @@ class FrequencyProtocol(ABC):
         """Valid seeds are ``0 <= seed < seed_bound()`` (1 when unused)."""
         return 1
 
+    def block_max_seeds(self) -> np.ndarray:
+        """int64[n_blocks]: the largest valid seed of each block, ``seed_bound() − 1`` unless
+        blocks use different public randomness (a PEM level or SMP attribute without seeds:
+        0); parsing rejects a seed above its block's (int64: a bound of 2^63 fits as 2^63 − 1)."""
+        return np.full(self.n_blocks, self.seed_bound() - 1, dtype=np.int64)
+
     @property
     def values_width(self) -> int:
         """Columns of ``ReportBatch.values``."""

@@ -376,6 +376,10 @@ class _Sampled(MultiAttribute):
     def seed_bound(self):
         return max(p.seed_bound() for p in self._inner_protocols)
 
+    def block_max_seeds(self):
+        """Each flat block's inner protocol's (a GRR attribute's reports carry seed 0)."""
+        return np.concatenate([p.block_max_seeds() for p in self._inner_protocols])
+
     @property
     def values_width(self):
         return max(self.payload_width(b) for b in range(self.n_blocks))

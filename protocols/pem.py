@@ -214,6 +214,11 @@ class PEM(FrequencyProtocol):
     def seed_bound(self):
         return 1 << self.seed_bits if self.uses_seed else 1
 
+    def block_max_seeds(self):
+        """``2^seed_bits − 1`` on OLH levels, 0 on HCMS and MSS levels."""
+        return np.array([self.seed_bound() - 1 if isinstance(self.oracles[self.locate(b)[0]], OLH)
+                         else 0 for b in range(self.n_blocks)], dtype=np.int64)
+
     def check_items(self, items):
         items = np.asarray(items)
         if items.ndim != 1 or not np.issubdtype(items.dtype, np.integer):

@@ -104,7 +104,9 @@ def parse_columns(cols: ReportColumns, config: CollectionConfig,
         reject(attr != NO_ATTRIBUTE, Reason.ATTRIBUTE_OUT_OF_RANGE)
     in_range = (block >= 0) & (block < nb)
     reject(~in_range, Reason.BLOCK_OUT_OF_RANGE)
-    reject((cols.seed < 0) | (cols.seed >= protocol.seed_bound()), Reason.BAD_SEED)
+    max_seeds = protocol.block_max_seeds()
+    reject((cols.seed < 0) | (cols.seed > max_seeds[np.where(in_range, block, 0)]),
+           Reason.BAD_SEED)
     widths = _widths(protocol)
     offsets = cols.payload_offsets
     lengths = np.diff(offsets)
@@ -264,7 +266,7 @@ def _message(r: int, rec: dict, config: CollectionConfig, widths: np.ndarray,
             return f"block {rec['block']} outside [0, {n_inner}) of {_attribute_name(protocol, a)}"
         return f"block {rec['block']} outside [0, {protocol.n_blocks})"
     if r == Reason.BAD_SEED:
-        return f"seed {rec['seed']} outside [0, {protocol.seed_bound()})"
+        return f"seed {rec['seed']} outside [0, {int(protocol.block_max_seeds()[flat]) + 1})"
     if r == Reason.BAD_LENGTH:
         return (f"payload of {len(rec['payload'])} bytes, {_block_name(protocol, flat)} expects "
                 f"{int(widths[flat])}")

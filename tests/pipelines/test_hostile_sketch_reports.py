@@ -212,17 +212,18 @@ def test_truncated_and_garbage_files_keep_the_tally():
     assert stats["accepted"] + sum(stats["rejected"].values()) == stats["read"]
 
 
-def test_seeds_of_seedless_pem_levels_do_not_move_the_counts():
-    """PEM's seed bound is its OLH levels' (2^63); a seed on a report of an HCMS level passes
-    parsing (``decode_payloads`` does not see seeds) but HCMS ignores it: the counts equal those of
-    the same reports with seed 0."""
+def test_seeds_on_seedless_pem_levels_are_dead_letters():
+    """Seed bounds are per block (``block_max_seeds``): 2^63 on PEM's OLH level, 1 on its HCMS
+    levels, so a seed on an HCMS level's report is BAD_SEED, while the same reports with seed 0
+    are all accepted."""
     p = PEM_AUTO.protocol
+    assert p.seed_bound() == 2**63
+    assert p.block_max_seeds().tolist() == [2**63 - 1] + [0] * (p.n_blocks - 1)
     good = _records(PEM_AUTO, np.arange(400) % 64, seed=4)
     hcms = [r for r in good if r["block"] >= 1]
     seeded = [{**r, "seed": 123456789 + i} for i, r in enumerate(hcms)]
-    zero = [{**r, "seed": 0} for r in hcms]
-    a, _, sa = _parse_file(PEM_AUTO, _avro(seeded))
-    b, _, sb = _parse_file(PEM_AUTO, _avro(zero))
-    assert sa["accepted"] == sb["accepted"] == len(hcms)
-    np.testing.assert_array_equal(_count(PEM_AUTO, a).counts, _count(PEM_AUTO, b).counts)
-    assert p.seed_bound() == 2**63
+    _, dead, stats = _parse_file(PEM_AUTO, _avro(seeded))
+    assert stats["accepted"] == 0 and stats["rejected"] == {"BAD_SEED": len(hcms)}
+    assert all("outside [0, 1)" in d["message"] for d in dead)
+    _, _, ok = _parse_file(PEM_AUTO, _avro([{**r, "seed": 0} for r in hcms]))
+    assert ok["accepted"] == len(hcms)

@@ -432,3 +432,12 @@ def test_split_reading_gives_the_attributes_of_one_whole_read():
     for field in ("attribute", "block", "seed"):
         np.testing.assert_array_equal(np.concatenate([getattr(c, field) for c in parts]),
                                       np.concatenate([getattr(c, field) for c in whole]))
+
+
+def test_seed_bounds_are_per_inner_protocol():
+    """SMP with an OLH and a GRR attribute: OLH's reports carry seeds, GRR's must carry 0."""
+    from privfreq.protocols.config import CollectionConfig as Config
+    p = Config("smp", {"attributes": ["a", "b"], "domains": [5, 9], "epsilon": 1.0,
+                       "inner": ["olh", "grr"]}).protocol
+    top = p.block_max_seeds()
+    assert top[0] == p.inner_protocols[0].seed_bound() - 1 > 0 and top[1] == 0
