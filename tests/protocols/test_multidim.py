@@ -116,6 +116,18 @@ def test_randomizer_follows_the_enumerated_distribution(name):
     assert stats.chisquare(obs, exp).pvalue > 1e-4
 
 
+def _runs(p, n, runs, seed):
+    """A fixed population of n users, its true frequencies, and ``runs`` randomizations of it:
+    yields (truth, one run's merged counts)."""
+    rng = np.random.default_rng(seed)
+    x = _population(p.domains, n, rng)
+    truth = np.concatenate([np.bincount(x[:, j], minlength=k) / n
+                            for j, k in enumerate(p.domains)])
+    batch = p.randomize(np.tile(x, (runs, 1)), rng)
+    for r in range(runs):
+        yield truth, p.add_reports(p.create_accumulator(), batch.take(slice(r * n, (r + 1) * n)))
+
+
 def _population(domains, n, rng):
     """A fixed population: Zipf-like values per attribute, attribute 1 correlated with 0."""
     cols = []
@@ -149,15 +161,9 @@ def test_unbiased_and_variance_match_simulation(name):
     4–12 items, so 20 % is more than 4 sd of the ratio. The formula is independent of the
     simulation: it is the closed form of SPEC §8 (split term and fixed-population RS+FD)."""
     p = MC[name]()
-    rng = np.random.default_rng(11)
     n, runs = 2000, 400
-    x = _population(p.domains, n, rng)
-    truth = np.concatenate([np.bincount(x[:, j], minlength=k) / n
-                            for j, k in enumerate(p.domains)])
-    batch = p.randomize(np.tile(x, (runs, 1)), rng)
     est = np.empty((runs, p.k))
-    for r in range(runs):
-        acc = p.add_reports(p.create_accumulator(), batch.take(slice(r * n, (r + 1) * n)))
+    for r, (truth, acc) in enumerate(_runs(p, n, runs, seed=11)):
         est[r] = p.estimate(acc, stderr=False).frequencies
     var = p.variance(n, truth)
     err = est - truth
@@ -173,15 +179,10 @@ def test_stderr_covers_the_truth():
     """±2 stderr covers about 95 % of items over runs (plug-in stderr incl. the split term);
     SMP, 200 runs × 22 items: the coverage has sd ≈ 0.5 %, the band [92 %, 98 %] is 6 sd."""
     p = MC["smp"]()
-    rng = np.random.default_rng(5)
     n, runs = 4000, 200
-    x = _population(p.domains, n, rng)
-    truth = np.concatenate([np.bincount(x[:, j], minlength=k) / n
-                            for j, k in enumerate(p.domains)])
-    batch = p.randomize(np.tile(x, (runs, 1)), rng)
     hits = 0
-    for r in range(runs):
-        e = p.estimate(p.add_reports(p.create_accumulator(), batch.take(slice(r * n, (r + 1) * n))))
+    for truth, acc in _runs(p, n, runs, seed=5):
+        e = p.estimate(acc)
         hits += int((np.abs(e.frequencies - truth) <= 2 * e.stderr).sum())
     assert 0.92 < hits / (runs * p.k) < 0.98
 
@@ -296,14 +297,9 @@ def test_rsfd_variance_is_the_fixed_population_one():
     error from the runs themselves; false failure 6e-5), and SPEC's i.i.d. form
     ``d²δ(1−δ)/(n(p−q)²)``, larger by ``f(1−f)/n``, is rejected by the same test."""
     p = RSFD(("a", "b", "c"), (4, 4, 4), 6.0)
-    rng = np.random.default_rng(21)
     n, runs = 2000, 2000
-    x = _population(p.domains, n, rng)
-    truth = np.concatenate([np.bincount(x[:, j], minlength=4) / n for j in range(3)])
-    batch = p.randomize(np.tile(x, (runs, 1)), rng)
     sq = np.empty(runs)
-    for r in range(runs):
-        acc = p.add_reports(p.create_accumulator(), batch.take(slice(r * n, (r + 1) * n)))
+    for r, (truth, acc) in enumerate(_runs(p, n, runs, seed=21)):
         sq[r] = np.mean((p.estimate(acc, stderr=False).frequencies - truth) ** 2)
     se = sq.std(ddof=1) / np.sqrt(runs)
     fixed = np.mean(p.variance(n, truth))
