@@ -121,9 +121,15 @@ def _write_rounds(_, per_round: list, truth: list, keys, truth_info: dict, confi
             "round": np.full(k, r, np.int64), **items,
             "estimate": est.frequencies.astype(np.float64),
             "stderr": est.stderr.astype(np.float64), "true_frequency": f}))
-        entries.append({"round": r, "n": int(n),
-                        "mse": float(np.mean((est.frequencies - f) ** 2)),
-                        **{"predicted_mse": outputs.predicted(proto, int(n), f)["predicted_mse"]}})
+        entry = {"round": r, "n": int(n), "mse": float(np.mean((est.frequencies - f) ** 2)),
+                 "predicted_mse": outputs.predicted(proto, int(n), f)["predicted_mse"]}
+        if getattr(proto, "multi_attribute", False):  # ALLOMFREE: per attribute, split term in
+            pred = proto.attribute_mse(int(n), f)
+            entry["attributes"] = [
+                {"attribute": a, "mse": float(np.mean((est.frequencies[sl] - f[sl]) ** 2)),
+                 "predicted_mse": float(pred[j])}
+                for j, a in enumerate(proto.attributes) for sl in [proto.attribute_slice(j)]]
+        entries.append(entry)
     buf = pa.BufferOutputStream()
     pq.write_table(pa.concat_tables(rows), buf)
     outputs._write_bytes(f"{out_dir}/{ROUNDS_TABLE}", buf.getvalue().to_pybytes())

@@ -237,3 +237,19 @@ def test_allomfree_encode_with_state_keeps_the_attribute(tmp_path):
                      "--output", str(agg), RUNNER]) == 0
     s = json.loads((agg / "summary.json").read_text())
     assert s["n_accepted"] == 6000 and [r["round"] for r in s["rounds"]] == [0, 1]
+
+
+def test_simulate_allomfree_rounds_per_attribute(tmp_path):
+    """ALLOMFREE over 3 rounds: per round and attribute the MSE and its formula (split term in);
+    pooled over rounds and attributes the ratio has sd < 0.2 (~100 item-rounds), band [0.5, 1.6]."""
+    out = tmp_path / "sim"
+    assert cli.main(["simulate", "--protocol", "allomfree", "--attributes", "age:8,app:30",
+                     "--epsilon", "1", "--epsilon-perm", "3", "--n", "20000", "--rounds", "3",
+                     "--change-rate", "0.2", "--seed", "5", "--output", str(out), RUNNER]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    entries = [a for r in s["rounds"] for a in r["attributes"]]
+    assert [a["attribute"] for a in s["rounds"][0]["attributes"]] == ["age", "app"]
+    ratio = sum(a["mse"] for a in entries) / sum(a["predicted_mse"] for a in entries)
+    assert 0.5 < ratio < 1.6
+    t = pq.read_table(out / "rounds.parquet")
+    assert t.column_names[:3] == ["round", "attribute", "item"] and t.num_rows == 3 * 38
