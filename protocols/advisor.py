@@ -57,65 +57,161 @@ def family_of(protocol_id: str) -> str:
     return _FAMILY.get(protocol_id, protocol_id)
 
 
+# SS sampler's sort path (``ss_sampler._sort_path``), CPU ns per subset element (int16 keys;
+# ``--calibrate``: k = 500..16000, ε = 2.5..4.5, within 11 %): one sort of every row, then the
+# rows still holding a repeat are redrawn and re-sorted until distinct. With d =
+# ``_expected_dups`` the expected re-sorts per row are Σ_j (1 − exp(−d·(ω/m)^j)) (each round
+# redraws ~ω/m as many values as the last). This replaces the sampler's own
+# ``SORT_NS_PER_REPEAT_ROUND·min(6, d)``, which grows with d where the cost does not (2x too high
+# at k = 6000, ε = 3).
+SS_SORT_NS_PER_ELEMENT = 6.3
+SS_SORT_NS_PER_RESORT = 4.1
+
+
+def _ss_resorts(m: int, omega: int) -> float:
+    """Expected re-sorts per row of the sort path (the comment above)."""
+    d, total = _ss_dups(m, omega), 0.0
+    for j in range(32):
+        t = -math.expm1(-d * (omega / m) ** j)
+        total += t
+        if t < 1e-4:
+            break
+    return total
+
+
+def _ss_dups(m: int, omega: int) -> float:
+    from privfreq.protocols import ss_sampler as s
+    return s._expected_dups(m, omega)
+
+
 def _ss_client_units(m: int, omega: int) -> float:
-    """The SS sampler's own per-report cost model in ns (``ss_sampler._use_bitmap``'s two paths)."""
+    """SS sampler ns per report: the path ``ss_sampler._use_bitmap`` picks; the bitmap path by the
+    sampler's own constants, the sort path by the model above."""
     from privfreq.protocols import ss_sampler as s
     if omega <= 1:
         return 1.0
-    per = s.SORT_NS_PER_ELEMENT + s.SORT_NS_PER_REPEAT_ROUND * min(6.0, s._expected_dups(m, omega))
+    if s._use_bitmap(m, omega):
+        return m * s.BITMAP_NS_PER_POSITION + omega * s.BITMAP_NS_PER_ELEMENT
+    per = SS_SORT_NS_PER_ELEMENT + SS_SORT_NS_PER_RESORT * _ss_resorts(m, omega)
     if 2 * m > np.iinfo(np.int16).max:
         per *= s.SORT_WIDE_KEY_FACTOR
-    return min(omega * per, m * s.BITMAP_NS_PER_POSITION + omega * s.BITMAP_NS_PER_ELEMENT)
+    return omega * per
 
 
-def _ue_client_units(k: int, q: float) -> float:
-    """The unary sampler's own cost model in ns (``ue_sampler.use_sparse``'s two paths)."""
+# Unary encoding (``protocols.unary_encoding`` / ``ue_sampler``): ns per report of each path,
+# CPU time, numpy 2.4, one thread, k in 128..65536 (``benchmarks/cost_model.py --calibrate``).
+# The path is the sampler's own choice (``ue_sampler.use_sparse``; "indices" reports always use
+# the sparse sampler); the costs are measured here because the rewritten dense sampler
+# (DENSE_FULL_STEPS full steps on every word, then the undecided ones) costs about the same per
+# word whatever q, unlike ``use_sparse``'s ``lead + DENSE_STEPS`` steps.
+UE_NS_PER_GAP = 11.5        # sparse_rows, per gap drawn (``_sparse_width``: mean + 6 sd + 8)
+UE_NS_PER_PACKED_GAP = 3.5   # rows_to_packed (bitmap from the sparse rows), per gap
+UE_NS_PER_PACKED_WORD = 1.5  # and per 32-bit word
+UE_NS_PER_DENSE_WORD = 32.0  # dense_words + the item bit, per 64-bit word (~flat in q)
+UE_NS_PER_COUNT_WORD = 2.9   # count_bits (carry-save), per 64-bit word of the packed row
+UE_NS_PER_PAD_WORD = 3.9     # count_bits' zero-padding copy when ceil(k/8) is not a multiple of 8
+UE_NS_PER_SLOT = 1.9         # count_indices, per slot (1 + cap) of an "indices" report
+UE_INDEX_CHUNK_NS = 2.0      # count_indices, per column (k + 1) and chunk of INDEX_CHUNK_SLOTS
+
+
+def _ue_units(proto) -> tuple[float, float]:
+    """(client ns, server ns) per report of a unary-encoding protocol (constants above)."""
     from privfreq.protocols import ue_sampler as u
-    m = k - 1
-    ones = m * q + u.SPARSE_EXTRA_SD * math.sqrt(m * q * (1 - q)) + 8
-    lead = max(0, -math.floor(math.log2(q)) - 1) if q > 0 else 64
-    dense = u.DENSE_NS_PER_WORD * (k / 64) * (lead + u.DENSE_STEPS)
-    return min(u.SPARSE_NS_PER_ONE * ones, dense)
+    k, q = proto.k, proto.q
+    words = math.ceil(k / 64)
+    if proto.encoding == "indices":
+        client = UE_NS_PER_GAP * u._sparse_width(k, q)
+        slots = 1 + proto.cap
+        server = slots * (UE_NS_PER_SLOT + UE_INDEX_CHUNK_NS * (k + 1) / u.INDEX_CHUNK_SLOTS)
+        return client, server
+    if u.use_sparse(k, q):
+        client = ((UE_NS_PER_GAP + UE_NS_PER_PACKED_GAP) * u._sparse_width(k, q)
+                  + UE_NS_PER_PACKED_WORD * (k // 32 + 1))
+    else:
+        client = UE_NS_PER_DENSE_WORD * words
+    server = words * (UE_NS_PER_COUNT_WORD + (UE_NS_PER_PAD_WORD if ((k + 7) // 8) % 8 else 0.0))
+    return client, server
 
 
-def cost_features(proto) -> tuple[float, float, float]:
+# numpy's ``bincount`` (SS and MSS count a batch's n·ω values in one call) costs ~1.1 ns per
+# value up to ~5·10⁶ values per call and ~2.9 ns beyond ~10⁷ (this machine, numpy 2.4, random
+# values in [2048]; max() over the same arrays stays ~0.3-0.5 ns; ``benchmarks/cost_model.py
+# --calibrate``). Where it switches moves with the machine's state (SS at k = 6000: 1.5 and
+# 2.6 ns per value at 8.6·10⁶ values in two runs), so the extra cost per value ramps up
+# log-linearly from 0 at BINCOUNT_FAST_VALUES to BINCOUNT_BIG_EXTRA at BINCOUNT_SLOW_VALUES.
+BINCOUNT_FAST_VALUES = 4e6
+BINCOUNT_SLOW_VALUES = 1.6e7
+BINCOUNT_BIG_EXTRA = 1.6
+
+
+def _bincount_units(values_per_report: float, n: int | None) -> float:
+    """Server units per report of one ``bincount`` over n reports' values (n None: large)."""
+    if n is None:
+        return values_per_report * (1.0 + BINCOUNT_BIG_EXTRA)
+    total = max(1.0, n * values_per_report)
+    ramp = math.log(total / BINCOUNT_FAST_VALUES) / math.log(BINCOUNT_SLOW_VALUES
+                                                             / BINCOUNT_FAST_VALUES)
+    return values_per_report * (1.0 + BINCOUNT_BIG_EXTRA * min(1.0, max(0.0, ramp)))
+
+
+def cost_features(proto, n: int | None = None) -> tuple[float, float, float]:
     """Work units ``(u_c per report on the client, u_s per report on the server, u_d per
-    estimate)`` of a protocol instance; the cost model is linear in them per family."""
+    estimate)`` of a protocol instance; the cost model is linear in them per family. ``n``
+    (reports counted in one call; None: many) matters only where a unit's cost depends on the
+    batch size (SS and MSS's ``bincount``)."""
     pid, k = proto.protocol_id, proto.k
     fam = family_of(pid)
     if fam == "grr":
         return 1.0, 1.0, k
     if fam == "ue":
-        return _ue_client_units(k, proto.q), k / 8, k
+        return _ue_units(proto) + (k,)
     if fam == "lh":
         return 1.0, k, k
     if fam == "hr":
         K = proto.n_hadamard
         return 1.0, 1.0, proto.blocks * K * math.log2(K)
     if fam == "ss":
-        return _ss_client_units(k, proto.ss.omega), proto.ss.omega, k
+        return (_ss_client_units(k, proto.ss.omega), _bincount_units(proto.ss.omega, n), k)
     if fam == "mss":
         return (float(np.mean([_ss_client_units(c.m, c.omega) for c in proto.blocks])),
-                float(np.mean([c.omega for c in proto.blocks])), k * proto.ell)
+                _bincount_units(float(np.mean([c.omega for c in proto.blocks])), n),
+                k * proto.ell)
     if fam == "pgr":
         return proto.t, 1.0, proto.K * proto.q * proto.t
     if fam == "pi_rappor":
         return proto.t, k * proto.t, k
-    if fam == "css":                     # expected trials × the PRG's stream length per trial
-        if pid == "cmss":                # the same per block on [m_j], averaged (j is uniform);
+    if fam == "css":                     # expected trials × (one seed's expansion + a trial)
+        if pid == "cmss":                # the same per block on [m_j], averaged (j is uniform)
             per = [_css_units(c.m, c.omega, proto.epsilon) for c in proto.blocks]
             return (float(np.mean([u[0] for u in per])), float(np.mean([u[1] for u in per])),
-                    k * proto.ell)       # css's fit extrapolated: not held-out validated
+                    k * proto.ell)
         return _css_units(k, proto.omega, proto.epsilon) + (k,)
     return 1.0, 1.0, k
 
 
+# Seed-compressed SS (``protocols.compressed_ss``): CPU ns, numpy 2.4, one thread, L = 17..5660
+# (``benchmarks/cost_model.py --calibrate``).
+# ``expand_seeds`` of one seed costs ~CSS_NS_PER_DRAW_LOG·L·log2 L (two row-wise sorts of its L
+# draws) + ~110 ns; a rejection trial adds the membership test, the draws and the bookkeeping.
+CSS_NS_PER_DRAW_LOG = 8.3
+CSS_NS_PER_TRIAL = 210.0     # per report and trial, besides the expansion
+CSS_NS_PER_EXPANSION = 110.0  # per report on the server, besides the expansion; + 1 ns per value
+
+
 def _css_units(m: int, w: int, epsilon: float) -> tuple[float, float]:
-    """Seed-compressed SS on [m]: (expected trials × stream work, stream work) per report."""
-    stream = w + 8 if w >= m else 1.1 * m * math.log(m / (m - w + 0.5)) + 16
-    stream *= max(1.0, math.log2(stream))              # the per-row sort
-    e = math.exp(epsilon)
-    return m * e / (w * e + m - w) * stream, stream
+    """Seed-compressed SS on [m]: (client ns, server ns) per report. The client runs
+    E[trials] = Σ_{t<T} ρ^t rejection trials (ρ = 1 − accept, T = ``rejection_trials``), each
+    expanding one seed into its L-draw stream (L as ``expand_seeds``); the server expands each
+    report's seed once and counts its ω values. (The trial loop's ~35-50 µs per iteration, about
+    min(T, ln n / −ln ρ) iterations per batch, is left out: < 10 % at n >= 5000.)"""
+    from privfreq.protocols.compressed_ss import rejection_trials
+    draws = w + 8 if w >= m else int(1.1 * m * math.log(m / (m - w + 0.5))) + 16
+    draws = max(draws, w, 2)
+    expand = CSS_NS_PER_DRAW_LOG * draws * math.log2(draws)
+    trials, rho, tail = rejection_trials(m, w, epsilon)
+    mean_trials = (1 - tail) / (1 - rho)
+    return (mean_trials * (expand + CSS_NS_PER_TRIAL),
+            expand + CSS_NS_PER_EXPANSION + w)
 
 
 def predict_costs(proto, n: int, features=None) -> tuple[float, float]:
@@ -124,7 +220,7 @@ def predict_costs(proto, n: int, features=None) -> tuple[float, float]:
     fit = FIT.get(family_of(proto.protocol_id))
     if not fit:
         return math.nan, math.nan
-    uc, us, ud = cost_features(proto) if features is None else features
+    uc, us, ud = cost_features(proto, n) if features is None else features
     client = fit["client"][0] + fit["client"][1] * uc
     c, d, e, g = fit["server"]
     return client, (n * (c + d * us) + e + g * ud) * 1e-6
