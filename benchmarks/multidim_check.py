@@ -17,10 +17,8 @@ attribute's MSE averages only 8 items, so its ratio has a relative standard erro
 runs: more runs where they are cheap). ALLOMFREE reads ε as its permanent budget ε∞ and reports
 at ε1 = ε/2 (``evaluate_multidim.make_protocol``); one round of fresh users per run.
 
-SPL with every inner ``auto`` randomizes k = 22000 by SS (ω = 9183 at ε/3 = 1/3): tens of
-seconds per run on this machine, so it gets ``--spl-runs`` (5) runs, enough for the k = 22000
-attribute (its per-run MSE averages 22000 items), and ``spl-oue`` (the same with OUE on k = 22000,
-whose variance is within 0.02 % of SS's there) gets the full count.
+Inner protocols are ``auto`` (least variance; near-ties within 1 % to the cheapest to run, which
+at k = 22000 is OUE or PGR rather than SS, 10-20x slower for 0.02 % less variance).
 """
 from __future__ import annotations
 
@@ -42,24 +40,12 @@ from privfreq.pipelines.evaluate_multidim import (describe, empirical_frequencie
 
 ATTRIBUTES = ("a8", "a200", "a22000")
 DOMAINS = (8, 200, 22000)
-PROTOCOLS = ("spl", "spl-oue", "smp", "rsfd-grr", "rsfd-oue-z", "rsfd-oue-r", "allomfree")
+PROTOCOLS = ("spl", "smp", "rsfd-grr", "rsfd-oue-z", "rsfd-oue-r", "allomfree")
 RHO = 0.5
-# Seconds of one core per (protocol, ε) here, slowest first (SPL's SS on k = 22000 at ε = 1: 5 runs
-# of ~53 s; SMP's ASS on k = 22000 at ε = 1: 50 runs of ~8 s; the rest 50 runs of 0.02-5 s).
-COST = {"spl": 270, "smp": 400, "allomfree": 250, "rsfd-oue-z": 150, "rsfd-oue-r": 150,
-        "spl-oue": 150, "rsfd-grr": 1}
-BATCH = 10_000   # users per randomize call: SS at k = 22000 and ε/3 sends 9183-subsets (~0.7 GiB
-# of reports per 10^4 users; ss_sampler refuses more than 1 GiB at once)
-
-
-def build(name: str, eps: float):
-    """``spl-oue``: SPL with ``auto`` on k = 8 and 200 and OUE on k = 22000, where ``auto``
-    picks SS (ω = 9183 at ε/3 = 1/3): the same variance within 0.02 %, 10-20 times cheaper to
-    randomize and count, so it gets the many runs and ``spl`` (all ``auto``) a few."""
-    if name == "spl-oue":
-        from privfreq.protocols.multidim import SPL
-        return SPL(ATTRIBUTES, DOMAINS, eps, inner=["auto", "auto", "oue"])
-    return make_protocol(name, ATTRIBUTES, DOMAINS, eps)
+# Seconds of one core per (protocol, ε) here, slowest first (scheduling only).
+COST = {"smp": 400, "allomfree": 250, "spl": 200, "rsfd-oue-z": 150, "rsfd-oue-r": 150,
+        "rsfd-grr": 1}
+BATCH = 10_000   # users per randomize call (bounds the reports held at once)
 
 
 def run_task(task: dict) -> dict:
@@ -69,7 +55,7 @@ def run_task(task: dict) -> dict:
     name, eps, n = task["protocol"], task["epsilon"], task["n"]
     x = synthetic_population(DOMAINS, n, RHO, task["seed"])
     truth = empirical_frequencies(x, DOMAINS)
-    proto = build(name, eps)
+    proto = make_protocol(name, ATTRIBUTES, DOMAINS, eps)
     starts = np.cumsum((0,) + DOMAINS[:-1])
     mse, t0 = [], time.perf_counter()
     while len(mse) < task["max_runs"] and (
@@ -99,14 +85,13 @@ def render(results: list[dict], command: str) -> str:
            f"Command: `{command}`\n",
            f"d = 3 attributes, k = {DOMAINS}, n = {n:,} users (one fixed population, Zipf(1.1) "
            f"marginals, attributes correlated through a shared uniform, ρ = {RHO}); truth = its "
-           f"empirical frequencies; inner protocols `auto` (`spl-oue`: OUE on k = 22000). Per "
+           f"empirical frequencies; inner protocols `auto`. Per "
            f"attribute: the mean over R runs of the attribute's MSE ÷ `attribute_mse(n, truth)`, "
            f"± its standard error from the run-to-run spread (sd/√R ÷ formula), and "
            f"z = (mean − formula)/(sd/√R). RS+FD: formula = the fixed-population variance; "
            f"'i.i.d. ratio' divides by SPEC §8's i.i.d. form (larger by f(1−f)/n). ALLOMFREE: "
            f"ε is ε∞, one report at ε1 = ε/2. 'within 10 %': every attribute's ratio in "
-           f"[0.9, 1.1] (`spl`, 5 runs: k = 22000 only; its k = 8 and 200 inners are `spl-oue`'s, "
-           f"checked there with the full count).\n",
+           f"[0.9, 1.1].\n",
            "| ε | protocol | tuple ε | inner | R | s/run | ratio k=8 ± se (z) | "
            "ratio k=200 ± se (z) | ratio k=22000 ± se (z) | i.i.d. ratio k=8 / 200 / 22000 | "
            "within 10 % |",
@@ -117,7 +102,7 @@ def render(results: list[dict], command: str) -> str:
         mean, se = m.mean(axis=0), m.std(axis=0, ddof=1) / math.sqrt(len(m))
         f = np.array(r["formula"])
         ratio, z = mean / f, (mean - f) / se
-        judged = slice(2, 3) if r["protocol"] == "spl" else slice(0, 3)
+        judged = slice(0, 3)
         ok = np.abs(ratio[judged] - 1) <= 0.10
         misses += [(r["protocol"], r["epsilon"], DOMAINS[judged][i], ratio[judged][i],
                     (se / f)[judged][i], z[judged][i]) for i in np.flatnonzero(~ok)]
@@ -144,8 +129,6 @@ def main(argv=None) -> None:
     ap.add_argument("--epsilons", default="1,4")
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=50, help="minimum runs per (protocol, ε)")
-    ap.add_argument("--spl-runs", type=int, default=5,
-                    help="runs of SPL with every inner auto (SS at k = 22000: tens of s a run)")
     ap.add_argument("--max-runs", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=40.0,
                     help="keep running a (protocol, ε) past --runs until this much time")
@@ -156,8 +139,7 @@ def main(argv=None) -> None:
                     "and tasks found there are not run again")
     args = ap.parse_args(argv)
     tasks = [{"protocol": p, "epsilon": float(e), "n": args.n, "seed": args.seed,
-              "runs": args.spl_runs if p == "spl" else args.runs,
-              "max_runs": args.spl_runs if p == "spl" else args.max_runs,
+              "runs": args.runs, "max_runs": args.max_runs,
               "seconds": args.seconds}
              for p in args.protocols.split(",") for e in args.epsilons.split(",")]
     # Finished tasks from --cache (one JSON line each) are not run again.
