@@ -14,8 +14,9 @@ from privfreq.protocols.config import CollectionConfig
 from privfreq.transforms.outputs import (commit_files, commit_output, discard_output,
                                          staging_dir, write_bytes_atomic, write_text_atomic)
 
-__all__ = ["DEFAULT_RUNNER", "input_pattern", "load_config", "pipeline_options", "read_bytes", "read_totals",
-           "staged_output", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["DEFAULT_RUNNER", "evaluate_command", "input_pattern", "load_config", "pipeline_options",
+           "read_bytes", "read_totals", "run_trial_grid", "staged_output", "write_bytes_atomic",
+           "write_text_atomic"]
 
 # In-process and offline. DirectRunner in Beam 2.77 may switch to Prism, which downloads a binary.
 DEFAULT_RUNNER = "FnApiRunner"
@@ -76,3 +77,27 @@ def input_pattern(pattern: str) -> str:
     """Local patterns made absolute: Beam's local match finds nothing for a bare relative glob
     such as ``reports*.avro`` (it does for ``./reports*.avro``)."""
     return pattern if "://" in pattern else os.path.abspath(pattern)
+
+
+def evaluate_command(argv) -> str:
+    """The ``privfreq evaluate ...`` command line of a run, shell-quoted (for its report)."""
+    import shlex
+    import sys
+    return "privfreq evaluate " + " ".join(
+        shlex.quote(a) for a in (sys.argv[2:] if argv is None else argv))
+
+
+def run_trial_grid(options: PipelineOptions, specs: list, run_trial, cell_of, summarise,
+                   write_outputs, out_dir: str, meta: dict) -> None:
+    """An evaluation grid as a Beam job, one element per trial: ``run_trial(spec)`` → trial,
+    grouped by ``cell_of(trial)``, ``summarise(cell, trials)`` → rows of that cell, all rows
+    collected into one list, ``write_outputs(rows, out_dir, meta)``."""
+    import apache_beam as beam
+    with beam.Pipeline(options=options) as p:
+        _ = (p | "Trials" >> beam.Create(specs)
+             | "Run" >> beam.Map(run_trial)
+             | "ByCell" >> beam.Map(lambda t: (cell_of(t), t))
+             | "Group" >> beam.GroupByKey()
+             | "Summarise" >> beam.FlatMapTuple(lambda key, ts: summarise(key, list(ts)))
+             | "ToList" >> beam.combiners.ToList()
+             | "Write" >> beam.Map(write_outputs, out_dir, meta))

@@ -36,8 +36,6 @@ import json
 import logging
 import math
 import os
-import shlex
-import sys
 import time
 import zlib
 
@@ -195,7 +193,7 @@ def _fmt(v, spec=".3g"):
 
 def render_report(cells: list[dict], meta: dict) -> str:
     g = meta["grid"]
-    out = [f"# Longitudinal evaluation (`privfreq evaluate --grid longitudinal`)\n",
+    out = ["# Longitudinal evaluation (`privfreq evaluate --grid longitudinal`)\n",
            f"Command: `{meta['command']}`  \nGrid: protocols {', '.join(g['protocols'])}; "
            f"ε∞ ∈ {g['epsilons_perm']}; ε1 = α·ε∞, α ∈ {g['alphas']}; k ∈ {g['k']}; change "
            f"rates {g['change_rates']}; calibrations {g['calibrations']} (paper only where it "
@@ -402,8 +400,6 @@ def _resolve(args) -> dict:
 
 
 def run(argv=None, save_main_session=True):
-    import apache_beam as beam
-
     from privfreq.pipelines import common
     args, beam_args = _parser().parse_known_args(argv)
     grid = _resolve(args)
@@ -411,19 +407,12 @@ def run(argv=None, save_main_session=True):
     logging.info("evaluate --grid longitudinal: %d trials in %d cells", len(specs),
                  len({cell_of(s) for s in specs}))
     t0 = time.perf_counter()
-    meta = {"grid": grid, "seed": args.seed,
-            "command": "privfreq evaluate " + " ".join(
-                shlex.quote(a) for a in (sys.argv[2:] if argv is None else argv))}
+    meta = {"grid": grid, "seed": args.seed, "command": common.evaluate_command(argv)}
     options = common.pipeline_options(beam_args, save_main_session)
     with common.staged_output(args.output, keep_other_files=True) as out_dir:
-        with beam.Pipeline(options=options) as p:
-            _ = (p | "Trials" >> beam.Create(specs)
-                 | "Run" >> beam.Map(run_trial)
-                 | "ByCell" >> beam.Map(lambda t: (cell_of(t), t))
-                 | "Group" >> beam.GroupByKey()
-                 | "Summarise" >> beam.MapTuple(lambda key, ts: summarise(key, list(ts)))
-                 | "ToList" >> beam.combiners.ToList()
-                 | "Write" >> beam.Map(write_outputs, out_dir, meta))
+        common.run_trial_grid(options, specs, run_trial, cell_of,
+                              lambda key, trials: [summarise(key, trials)], write_outputs,
+                              out_dir, meta)
         report = os.path.join(out_dir, "report.md")
         with open(report) as fh:
             text = fh.read().replace("WALL_SECONDS", f"{time.perf_counter() - t0:.0f}")

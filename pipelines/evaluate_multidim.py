@@ -57,8 +57,6 @@ import json
 import logging
 import math
 import os
-import shlex
-import sys
 import time
 import zipfile
 import zlib
@@ -692,8 +690,6 @@ def report_only(out_dir: str) -> str:
 
 
 def run(argv=None, save_main_session=True):
-    import apache_beam as beam
-
     from privfreq.pipelines import common
     args, beam_args = _parser().parse_known_args(argv)
     if args.report_only:
@@ -705,19 +701,11 @@ def run(argv=None, save_main_session=True):
     logging.info("evaluate --grid multidimensional: %d trials in %d cells", len(specs),
                  len({cell_of(s) for s in specs}))
     t0 = time.perf_counter()
-    meta = {"grid": grid, "seed": args.seed,
-            "command": "privfreq evaluate " + " ".join(
-                shlex.quote(a) for a in (sys.argv[2:] if argv is None else argv))}
+    meta = {"grid": grid, "seed": args.seed, "command": common.evaluate_command(argv)}
     options = common.pipeline_options(beam_args, save_main_session)
     with common.staged_output(args.output, keep_other_files=True) as out_dir:
-        with beam.Pipeline(options=options) as p:
-            _ = (p | "Trials" >> beam.Create(specs)
-                 | "Run" >> beam.Map(run_trial)
-                 | "ByCell" >> beam.Map(lambda t: (cell_of(t), t))
-                 | "Group" >> beam.GroupByKey()
-                 | "Summarise" >> beam.FlatMapTuple(lambda key, ts: summarise(key, list(ts)))
-                 | "ToList" >> beam.combiners.ToList()
-                 | "Write" >> beam.Map(write_outputs, out_dir, meta))
+        common.run_trial_grid(options, specs, run_trial, cell_of, summarise, write_outputs,
+                              out_dir, meta)
         wall = f"{time.perf_counter() - t0:.0f}"
         meta_path = os.path.join(out_dir, "run_meta.json")
         with open(meta_path) as fh:

@@ -123,7 +123,8 @@ class _Segment:
             reason[block >= self.proto.n_blocks] = Reason.BLOCK_OUT_OF_RANGE
         if self.sb:
             seed = np.ascontiguousarray(raw[:, self.hb:self.hb + 8]).view("<i8")[:, 0].astype(np.int64)
-            bad = (seed < 0) | (seed >= self.proto.seed_bound())
+            top = self.proto.block_max_seeds()[np.minimum(block, self.proto.n_blocks - 1)]
+            bad = (seed < 0) | (seed > top)
             reason[bad & (reason == 0)] = Reason.BAD_SEED
         lo = self.hb + self.sb
         batches = []

@@ -109,14 +109,9 @@ def shard_sizes(n: int, shard_size: int = SHARD_SIZE) -> list[tuple[int, int]]:
     return [(i, min(shard_size, n - start)) for i, start in enumerate(range(0, n, shard_size))]
 
 
-@beam.typehints.with_input_types(tuple[int, int])
-@beam.typehints.with_output_types(ReportBatch)
-class RandomizeShard(beam.DoFn):
-    """(shard, n_shard) -> ReportBatches (main) + the shard's true item counts (``truth``).
-
-    Each shard uses its own ``np.random.default_rng([seed, shard])``: the output does not depend on
-    how shards are spread over workers or in which order they run.
-    """
+class _ShardFn(beam.DoFn):
+    """Shared set-up of the simulation DoFns: the config (rebuilt on the worker), the item
+    sampler, the seed and the reports per batch."""
 
     def __init__(self, config: CollectionConfig, distribution: Distribution, seed: int,
                  rows: int, correlation: float = 0.0):
@@ -129,6 +124,16 @@ class RandomizeShard(beam.DoFn):
     def setup(self):
         self._protocol = CollectionConfig.from_json(self._config_json).protocol
         self._sampler = ItemSampler(self._protocol, self._distribution, self._correlation)
+
+
+@beam.typehints.with_input_types(tuple[int, int])
+@beam.typehints.with_output_types(ReportBatch)
+class RandomizeShard(_ShardFn):
+    """(shard, n_shard) -> ReportBatches (main) + the shard's true item counts (``truth``).
+
+    Each shard uses its own ``np.random.default_rng([seed, shard])``: the output does not depend on
+    how shards are spread over workers or in which order they run.
+    """
 
     def process(self, element: tuple[int, int]) -> Iterator:
         shard, n_shard = element
@@ -179,7 +184,7 @@ class SimulateReports(beam.PTransform):
 
 
 @beam.typehints.with_input_types(tuple[int, int])
-class EvolveShard(beam.DoFn):
+class EvolveShard(_ShardFn):
     """(shard, users in shard) -> ``(round, ReportBatch)`` for every round (main), ``(round,
     int64[k] true counts)`` (``truth``) and the shard's ``int64[cap + 1]`` histogram of distinct
     memo keys per user after the last round (``keys``).
@@ -192,15 +197,8 @@ class EvolveShard(beam.DoFn):
 
     def __init__(self, config: CollectionConfig, distribution: Distribution, seed: int,
                  rounds: int, change_rate: float, rows: int, correlation: float = 0.0):
-        self._config_json = config.to_json(indent=None)
-        self._distribution = distribution
-        self._seed, self._rounds, self._change = seed, rounds, change_rate
-        self._rows = rows
-        self._correlation = correlation
-
-    def setup(self):
-        self._protocol = CollectionConfig.from_json(self._config_json).protocol
-        self._sampler = ItemSampler(self._protocol, self._distribution, self._correlation)
+        super().__init__(config, distribution, seed, rows, correlation)
+        self._rounds, self._change = rounds, change_rate
 
     def process(self, element: tuple[int, int]) -> Iterator:
         from privfreq.protocols.longitudinal_client import MemoStore

@@ -142,17 +142,24 @@ def test_discover_finds_planted_heavy_hitters(seed, oracle):
     assert [lv["prefix_bits"] for lv in d.levels] == [4, 8, 12, 16, 20]
 
 
-def test_merge_wire_config():
-    rng = np.random.default_rng(1)
-    p = PEM(2**12, 2.0, step=3, olh_limit=64, hashes=16, buckets=64)
-    _, _, items = _planted(rng, 5000, k=2**12)
-    batch = p.randomize(items, rng)
+def _merged_shards(p, batch, rng):
+    """(one accumulator of ``batch``, four random shards pickled and merged in reverse); they
+    must be equal."""
     whole = p.add_reports(p.create_accumulator(), batch)
     parts = [p.add_reports(p.create_accumulator(), batch.take(s))
              for s in np.array_split(rng.permutation(len(batch)), 4)]
     merged = p.merge(pickle.loads(pickle.dumps(a)) for a in parts[::-1])
     np.testing.assert_array_equal(merged.counts, whole.counts)
     np.testing.assert_array_equal(merged.n_block, whole.n_block)
+    return whole, merged
+
+
+def test_merge_wire_config():
+    rng = np.random.default_rng(1)
+    p = PEM(2**12, 2.0, step=3, olh_limit=64, hashes=16, buckets=64)
+    _, _, items = _planted(rng, 5000, k=2**12)
+    batch = p.randomize(items, rng)
+    whole, merged = _merged_shards(p, batch, rng)
     assert_wire_round_trip(p, items, seed=1)
     again = assert_config_round_trip(p)
     assert [type(o) for o in p.oracles] == [OLH, OLH, HCMS, HCMS]
@@ -170,12 +177,7 @@ def test_merge_wire_config_with_mss_levels():
     assert batch.values.shape[1] == p.values_width > 1
     hcms_rows = batch.block >= p.block_starts[2]
     assert (batch.values[hcms_rows, 1:] == -1).all()
-    whole = p.add_reports(p.create_accumulator(), batch)
-    parts = [p.add_reports(p.create_accumulator(), batch.take(s))
-             for s in np.array_split(rng.permutation(len(batch)), 4)]
-    merged = p.merge(pickle.loads(pickle.dumps(a)) for a in parts[::-1])
-    np.testing.assert_array_equal(merged.counts, whole.counts)
-    np.testing.assert_array_equal(merged.n_block, whole.n_block)
+    whole, merged = _merged_shards(p, batch, rng)
     assert whole.n_block.sum() == len(items) and len(whole.n_block) == p.n_blocks
     assert sum(p.group_reports(whole, g) for g in range(p.groups)) == len(items)
     again = assert_config_round_trip(p)
